@@ -1,0 +1,92 @@
+"""Safe reading of bundle files: path checks, hash checks, and format sniffing.
+
+Every file is addressed by a manifest-relative name that is checked against traversal and
+symlinks, and its SHA-256 is compared with the manifest before a byte of it is parsed.
+Weights are read only as safetensors; a pickle or ``torch.save`` archive is refused by its
+magic bytes, so nothing can execute while a model loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+from rlops_plugin.bundle.hashing import sha256_file
+from rlops_plugin.errors import IntegrityError, UnsafeArtifactError
+
+_NAME_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_MAX_JSON_BYTES = 16 << 20
+
+
+def check_name(name: str) -> list[str]:
+    """Split a manifest file name into parts; refuse absolute, backslashed or traversing names."""
+    if not isinstance(name, str) or not name or name.startswith("/") or "\\" in name:
+        raise UnsafeArtifactError(f"{name!r}: file names must be relative POSIX paths")
+    parts = name.split("/")
+    if any(part in ("", ".", "..") or not _NAME_PART.match(part) for part in parts):
+        raise UnsafeArtifactError(f"{name!r}: file name has an unsafe component (path traversal?)")
+    return parts
+
+
+def safe_path(root: Path, name: str) -> Path:
+    """Resolve a manifest file name inside ``root``; refuse traversal, absolute paths, links."""
+    parts = check_name(name)
+    root_real = Path(os.path.realpath(root))
+    path = root.joinpath(*parts)
+    current = root
+    for part in parts:
+        current = current / part
+        if current.is_symlink():
+            raise UnsafeArtifactError(f"{name}: is a symbolic link; bundles contain plain files only")
+    if not str(Path(os.path.realpath(path))).startswith(str(root_real) + os.sep):
+        raise UnsafeArtifactError(f"{name}: resolves outside the bundle directory")
+    return path
+
+
+def verified_path(root: Path, name: str, expected_sha256: str) -> Path:
+    """Return the path of ``name`` after its hash matched ``expected_sha256``."""
+    path = safe_path(root, name)
+    if not path.is_file():
+        raise IntegrityError(f"{name}: listed in the manifest but missing from {root}")
+    actual = sha256_file(path)
+    if actual != expected_sha256:
+        raise IntegrityError(
+            f"{name}: sha256 {actual[:12]}... does not match the manifest's {expected_sha256[:12]}...; "
+            "the file was modified after the bundle was saved"
+        )
+    return path
+
+
+def read_json(path: Path, name: str) -> Any:
+    """Parse a (size-limited) JSON file; NaN/Infinity literals are refused."""
+    if path.stat().st_size > _MAX_JSON_BYTES:
+        raise UnsafeArtifactError(f"{name}: JSON file larger than {_MAX_JSON_BYTES} bytes")
+
+    def _no_constants(token: str) -> Any:
+        raise IntegrityError(f"{name}: JSON holds {token}, which rlops never writes")
+
+    try:
+        return json.loads(path.read_text("utf-8"), parse_constant=_no_constants)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IntegrityError(f"{name}: not valid JSON ({exc})") from exc
+
+
+def sniff_safetensors(path: Path, name: str) -> bytes:
+    """Read a weights file after checking it is safetensors, not a pickle or zip archive."""
+    data = path.read_bytes()
+    if data[:1] == b"\x80" or data[:2] == b"PK" or data[:1] in (b"(", b"c", b"]", b"}"):
+        kind = "a zip (torch.save) archive" if data[:2] == b"PK" else "a pickle"
+        raise UnsafeArtifactError(
+            f"{name}: looks like {kind}, not safetensors; rlops never unpickles weights. "
+            "Re-save the policy with rlops (safetensors)."
+        )
+    if len(data) < 10:
+        raise UnsafeArtifactError(f"{name}: too short to be a safetensors file")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > len(data) - 8 or data[8:9] != b"{":
+        raise UnsafeArtifactError(f"{name}: not a safetensors file (bad header)")
+    return data

@@ -1,0 +1,1 @@
+"""Small deterministic environments shipped with rlops for tests, examples and benchmarks."""

@@ -1,0 +1,312 @@
+"""The ``rlops`` MLflow flavor: save, log and load a PolicyBundle; pyfunc for batch scoring.
+
+Layout of a saved model::
+
+    MLmodel                 flavors: rlops (hashes, versions) + python_function
+    bundle/                 the PolicyBundle directory (manifest, safetensors, specs, source)
+    requirements.txt, python_env.yaml, conda.yaml
+
+Loading checks the MLmodel first (our loader module, no ``code/``), then the manifest hash
+recorded in MLmodel, then every file hash, and only then parses anything.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from rlops_plugin import __version__
+from rlops_plugin.bundle.bundle import MANIFEST_FILE, PolicyBundle
+from rlops_plugin.bundle.hashing import sha256_file
+from rlops_plugin.bundle.storage import safe_path
+from rlops_plugin.errors import ConfigError, IntegrityError, UnsafeArtifactError
+
+FLAVOR_NAME = "rlops"
+LOADER_MODULE = "rlops_plugin.flavor"
+BUNDLE_DATA_PATH = "bundle"
+MLMODEL_FILE = "MLmodel"
+PYFUNC_PARAM_DETERMINISTIC = "deterministic"
+
+
+class FlavorKey:
+    """Keys of the ``rlops`` flavor section of MLmodel."""
+
+    DATA = "data"
+    RLOPS_VERSION = "rlops_version"
+    MANIFEST_SHA256 = "manifest_sha256"
+    BUNDLE_SHA = "bundle_sha"
+    POLICY_SHA = "policy_sha"
+    ENV_SHA = "env_sha"
+    REWARD_SHA = "reward_sha"
+    ENV_ID = "env_id"
+    REWARD_REF = "reward_ref"
+    ARCHITECTURE = "architecture"
+    ACTION_SPACE = "action_space"
+
+
+def get_default_pip_requirements() -> list[str]:
+    """Pinned requirements to load and serve an rlops model (local labels like ``+cpu`` dropped)."""
+    from importlib.metadata import version
+
+    pins = [f"{dist}=={version(dist).split('+')[0]}" for dist in ("torch", "safetensors", "gymnasium", "numpy")]
+    return pins + [f"rlops-plugin=={__version__}"]
+
+
+def get_default_conda_env() -> dict[str, Any]:
+    """Conda env equivalent of :func:`get_default_pip_requirements`."""
+    from mlflow.utils.environment import _mlflow_conda_env
+
+    return _mlflow_conda_env(additional_pip_deps=get_default_pip_requirements())
+
+
+def infer_signature_for(bundle: PolicyBundle):
+    """Model signature: a float64 ``(batch, obs_dim)`` tensor in; action and probabilities out.
+
+    float64 is what pandas, JSON requests and numpy default to; MLflow does not cast tensor
+    inputs, so cast float32 env observations with ``.astype("float64")`` before ``predict``.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema, TensorSpec
+
+    policy = bundle.policy
+    inputs = Schema([TensorSpec(np.dtype(np.float64), (-1, policy.obs_dim))])
+    if policy.discrete:
+        cols = [ColSpec(DataType.long, "action")] + [
+            ColSpec(DataType.double, f"prob_{i}") for i in range(policy.n_actions)
+        ]
+    else:
+        cols = [ColSpec(DataType.double, f"action_{i}") for i in range(policy.n_actions)] + [
+            ColSpec(DataType.double, "density")
+        ]
+    params = ParamSchema([ParamSpec(PYFUNC_PARAM_DETERMINISTIC, DataType.boolean, True)])
+    return ModelSignature(inputs=inputs, outputs=Schema(cols), params=params)
+
+
+def save_model(bundle: PolicyBundle, path: str | os.PathLike, mlflow_model=None, signature=None,
+               input_example=None, pip_requirements=None, extra_pip_requirements=None,
+               metadata: dict[str, Any] | None = None) -> None:
+    """Save ``bundle`` as an MLflow model directory at ``path``."""
+    from mlflow.models import Model
+    from mlflow.models.model import MLMODEL_FILE_NAME
+    from mlflow.models.utils import _save_example
+    from mlflow.pyfunc import add_to_model
+    from mlflow.utils.environment import (
+        _CONDA_ENV_FILE_NAME,
+        _PYTHON_ENV_FILE_NAME,
+        _REQUIREMENTS_FILE_NAME,
+        _process_pip_requirements,
+        _PythonEnv,
+    )
+    from mlflow.utils.model_utils import _validate_and_prepare_target_save_path
+
+    if not isinstance(bundle, PolicyBundle):
+        raise ConfigError(f"save_model expects a PolicyBundle, got {type(bundle).__name__}")
+    path = os.path.abspath(path)
+    _validate_and_prepare_target_save_path(path)
+    mlflow_model = mlflow_model if mlflow_model is not None else Model()
+    manifest = bundle.save(Path(path) / BUNDLE_DATA_PATH)
+    if input_example is not None:
+        _save_example(mlflow_model, input_example, path)
+    mlflow_model.signature = signature if signature is not None else infer_signature_for(bundle)
+    if metadata:
+        mlflow_model.metadata = metadata
+    add_to_model(mlflow_model, loader_module=LOADER_MODULE, data=BUNDLE_DATA_PATH,
+                 conda_env=_CONDA_ENV_FILE_NAME, python_env=_PYTHON_ENV_FILE_NAME)
+    hashes = manifest["hashes"]
+    mlflow_model.add_flavor(
+        FLAVOR_NAME,
+        **{
+            FlavorKey.DATA: BUNDLE_DATA_PATH,
+            FlavorKey.RLOPS_VERSION: __version__,
+            FlavorKey.MANIFEST_SHA256: sha256_file(Path(path) / BUNDLE_DATA_PATH / MANIFEST_FILE),
+            FlavorKey.BUNDLE_SHA: hashes["bundle"],
+            FlavorKey.POLICY_SHA: hashes["policy"],
+            FlavorKey.ENV_SHA: hashes["env"],
+            FlavorKey.REWARD_SHA: hashes["reward"],
+            FlavorKey.ENV_ID: bundle.env_spec.name,
+            FlavorKey.REWARD_REF: bundle.reward_spec.ref,
+            FlavorKey.ARCHITECTURE: bundle.policy.architecture,
+            FlavorKey.ACTION_SPACE: bundle.policy.describe()["action_space"],
+        },
+    )
+    mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
+    default_reqs = None if pip_requirements is not None else get_default_pip_requirements()
+    conda_env, reqs, _constraints = _process_pip_requirements(
+        default_reqs, pip_requirements, extra_pip_requirements
+    )
+    with open(os.path.join(path, _CONDA_ENV_FILE_NAME), "w") as fh:
+        yaml.safe_dump(conda_env, stream=fh, default_flow_style=False)
+    Path(path, _REQUIREMENTS_FILE_NAME).write_text("\n".join(reqs) + "\n")
+    _PythonEnv.current().to_yaml(os.path.join(path, _PYTHON_ENV_FILE_NAME))
+
+
+def log_model(bundle: PolicyBundle, name: str = "policy", registered_model_name: str | None = None,
+              signature=None, input_example=None, await_registration_for: int = 300,
+              pip_requirements=None, extra_pip_requirements=None,
+              metadata: dict[str, Any] | None = None, **kwargs: Any):
+    """Log ``bundle`` to the active run (``mlflow.models.Model.log``); optionally register it.
+
+    When ``registered_model_name`` is given, the new version gets the ``rlops.*`` lineage tags
+    and a readable description (see :func:`rlops_plugin.flavor.registry.tag_model_version`).
+    """
+    import sys
+
+    from mlflow.models import Model
+
+    hashes = bundle.hashes()
+    info = Model.log(
+        artifact_path=None, name=name, flavor=sys.modules[LOADER_MODULE],
+        registered_model_name=registered_model_name, await_registration_for=await_registration_for,
+        bundle=bundle, signature=signature, input_example=input_example,
+        pip_requirements=pip_requirements, extra_pip_requirements=extra_pip_requirements,
+        metadata=metadata, tags={"rlops.bundle_sha": hashes["bundle"]}, **kwargs,
+    )
+    if registered_model_name and info.registered_model_version is not None:
+        from rlops_plugin.flavor.registry import tag_model_version
+
+        tag_model_version(registered_model_name, str(info.registered_model_version), bundle)
+    return info
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A bundle with where it came from: the URI, and registry name/version when known."""
+
+    bundle: PolicyBundle
+    model_uri: str
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+
+    @property
+    def policy_version(self) -> str:
+        """``name/version@bundle12`` (or just the short bundle hash for unregistered models)."""
+        short = self.bundle.bundle_sha[:12]
+        return f"{self.name}/{self.version}@{short}" if self.version else short
+
+
+def load_model(model_uri: str, dst_path: str | None = None) -> PolicyBundle:
+    """Load a bundle from any MLflow model URI after every integrity check."""
+    return load_model_with_source(model_uri, dst_path).bundle
+
+
+def load_model_with_source(model_uri: str, dst_path: str | None = None) -> LoadedModel:
+    """Like :func:`load_model`, and report the registry version the alias pointed to."""
+    from mlflow.utils.model_utils import _download_artifact_from_uri
+
+    from rlops_plugin.flavor.registry import resolve_model_uri
+
+    resolved = resolve_model_uri(model_uri)
+    local = Path(_download_artifact_from_uri(resolved.download_uri, output_path=dst_path))
+    bundle = load_local_model(local)
+    if resolved.version is not None:
+        tagged = resolved.tags.get("rlops.bundle_sha")
+        if tagged and tagged != bundle.bundle_sha:
+            raise IntegrityError(
+                f"{model_uri}: artifact bundle hash {bundle.bundle_sha[:12]}... differs from the "
+                f"registry tag rlops.bundle_sha={tagged[:12]}... on version {resolved.version}"
+            )
+    return LoadedModel(bundle, model_uri, resolved.name, resolved.version, resolved.alias)
+
+
+def read_flavor_config(model_dir: str | Path) -> dict[str, Any]:
+    """Check MLmodel for everything rlops refuses, and return the ``rlops`` flavor section."""
+    root = Path(model_dir)
+    mlmodel_path = safe_path(root, MLMODEL_FILE)
+    if not mlmodel_path.is_file():
+        raise ConfigError(f"{root}: no MLmodel file; not an MLflow model directory")
+    try:
+        mlmodel = yaml.safe_load(mlmodel_path.read_text("utf-8"))
+    except yaml.YAMLError as exc:
+        raise IntegrityError(f"{MLMODEL_FILE}: not valid YAML ({exc})") from exc
+    flavors = (mlmodel or {}).get("flavors") if isinstance(mlmodel, dict) else None
+    if not isinstance(flavors, dict) or FLAVOR_NAME not in flavors:
+        raise ConfigError(f"{root}: MLmodel has no {FLAVOR_NAME!r} flavor; log the bundle with "
+                          "rlops_plugin.flavor.log_model")
+    pyfunc = flavors.get("python_function")
+    if pyfunc is not None and (not isinstance(pyfunc, dict) or pyfunc.get("loader_module") != LOADER_MODULE):
+        loader = pyfunc.get("loader_module") if isinstance(pyfunc, dict) else pyfunc
+        raise UnsafeArtifactError(
+            f"{MLMODEL_FILE}: python_function.loader_module is {loader!r}, expected {LOADER_MODULE!r}; "
+            "refusing a model that asks to import other code"
+        )
+    for flavor_name, conf in flavors.items():
+        if isinstance(conf, dict) and conf.get("code"):
+            raise UnsafeArtifactError(f"{MLMODEL_FILE}: flavor {flavor_name!r} ships code "
+                                      f"({conf['code']!r}); rlops models never carry code")
+    if (root / "code").exists():
+        raise UnsafeArtifactError(f"{root / 'code'}: rlops models never ship a code/ directory")
+    conf = flavors[FLAVOR_NAME]
+    if not isinstance(conf, dict) or conf.get(FlavorKey.DATA) != BUNDLE_DATA_PATH:
+        raise UnsafeArtifactError(f"{MLMODEL_FILE}: rlops flavor must point at data path "
+                                  f"{BUNDLE_DATA_PATH!r}")
+    _warn_on_version_mismatch(str(conf.get(FlavorKey.RLOPS_VERSION, "unknown")))
+    return conf
+
+
+def load_local_model(model_dir: str | Path) -> PolicyBundle:
+    """Load a bundle from a local MLflow model directory (all checks applied)."""
+    root = Path(model_dir)
+    conf = read_flavor_config(root)
+    return PolicyBundle.load(
+        safe_path(root, BUNDLE_DATA_PATH),
+        expected_manifest_sha256=str(conf.get(FlavorKey.MANIFEST_SHA256)),
+        expected_bundle_sha=str(conf.get(FlavorKey.BUNDLE_SHA)),
+    )
+
+
+def _warn_on_version_mismatch(saved: str) -> None:
+    if saved.split(".")[:2] != __version__.split(".")[:2]:
+        warnings.warn(
+            f"this model was saved with rlops-plugin {saved}; you are running {__version__}. "
+            f"If loading or serving misbehaves, install rlops-plugin=={saved}.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+class RLOpsPyfuncModel:
+    """pyfunc wrapper: observations in, actions and probabilities out (greedy by default)."""
+
+    def __init__(self, bundle: PolicyBundle) -> None:
+        self.bundle = bundle
+
+    def get_raw_model(self) -> PolicyBundle:
+        """The underlying bundle."""
+        return self.bundle
+
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Score observations (DataFrame, ndarray or list of rows)."""
+        params = params or {}
+        deterministic = bool(params.get(PYFUNC_PARAM_DETERMINISTIC, True))
+        if isinstance(model_input, pd.DataFrame):
+            obs = model_input.to_numpy(dtype=np.float32)
+        elif isinstance(model_input, dict) and "obs" in model_input:
+            obs = np.asarray(model_input["obs"], dtype=np.float32)
+        else:
+            obs = np.asarray(model_input, dtype=np.float32)
+        if obs.ndim == 1:
+            obs = obs[None, :]
+        policy = self.bundle.policy
+        actions, probs = policy.act(obs, deterministic=deterministic)
+        if policy.discrete:
+            out = {"action": actions.astype(np.int64)}
+            out.update({f"prob_{i}": probs[:, i] for i in range(policy.n_actions)})
+        else:
+            out = {f"action_{i}": actions[:, i].astype(np.float64) for i in range(policy.n_actions)}
+            out["density"] = probs.astype(np.float64)
+        return pd.DataFrame(out)
+
+
+def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> RLOpsPyfuncModel:
+    """pyfunc entry: ``path`` is the bundle data dir inside the model directory."""
+    data_dir = Path(path)
+    model_dir = data_dir.parent if (data_dir.parent / MLMODEL_FILE).is_file() else data_dir
+    return RLOpsPyfuncModel(load_local_model(model_dir))

@@ -1,0 +1,66 @@
+"""Hook specifications: every extension point of rlops, in one place.
+
+Plugins implement these with ``@rlops_plugin.hookimpl`` and are found through the ``rlops``
+entry-point group (or registered directly on the plugin manager). Built-ins in
+``rlops_plugin.default_plugins`` use the very same hooks. Each ``rlops_register_*`` hook is
+called once with a ``register`` callable; names must be unique across all plugins (a
+duplicate raises ``PluginError`` naming both plugins). See docs/plugins.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("rlops")
+hookimpl = pluggy.HookimplMarker("rlops")
+
+Register = Callable[..., None]
+
+
+@hookspec
+def rlops_register_envs(register: Register) -> None:
+    """Register environments by name.
+
+    Call ``register(name, factory=None, *, derived_params=None, description="")``:
+    ``factory(**kwargs) -> gymnasium.Env`` builds the env (leave it ``None`` to attach
+    metadata to an existing gymnasium id); ``derived_params(unwrapped_env)`` recomputes
+    attributes derived from physical parameters after domain randomization changed them
+    (CartPole's ``polemass_length`` from ``length``). An ``EnvSpec(id=name)`` resolves
+    plugin names first, then gymnasium ids. Results: all calls contribute; names are unique.
+    """
+
+
+@hookspec
+def rlops_register_rewards(register: Register) -> None:
+    """Register reward functions by name.
+
+    Call ``register(name, function, *, description="")``. ``function`` is called with
+    keyword arguments ``obs, action, next_obs, env_reward, terminated, truncated, outcome``
+    plus the ``RewardSpec`` params and returns a float; accept ``**_`` for what you don't use.
+    ``RewardSpec(ref=name)`` resolves the name and still checks the SHA-256 of the function's
+    module source. Results: all calls contribute; names are unique.
+    """
+
+
+@hookspec
+def rlops_register_architectures(register: Register) -> None:
+    """Register policy network architectures by name.
+
+    Call ``register(name, factory, *, description="")`` where
+    ``factory(config: dict, observation_space, action_space) -> torch.nn.Module``. The module's
+    ``forward(obs)`` returns action logits for Discrete action spaces, or ``(mean, log_std)``
+    for Box. ``config`` is plain JSON stored in the bundle; weights go to safetensors.
+    Results: all calls contribute; names are unique.
+    """
+
+
+def hook_names() -> list[str]:
+    """Names of every hookspec defined in this module."""
+    return sorted(
+        name
+        for name, value in globals().items()
+        if name.startswith("rlops_") and callable(value) and hasattr(value, "rlops_spec")
+    )
+

@@ -1,0 +1,1 @@
+"""Embedded local defaults: an MLflow server process, free ports, managed child processes."""

@@ -1,0 +1,168 @@
+"""The plugin manager: built-ins plus third-party plugins from the ``rlops`` entry points.
+
+``RLOPS_LOAD_PLUGINS`` limits which entry points load: unset loads all, a comma-separated
+list loads only those entry-point names, an empty string loads none. Built-ins always load.
+Registries built from the ``rlops_register_*`` hooks are cached until :func:`reset`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import pluggy
+
+from rlops_plugin import hookspecs
+from rlops_plugin.errors import PluginError
+
+PROJECT_NAME = "rlops"
+ENTRY_POINT_GROUP = "rlops"
+LOAD_PLUGINS_ENV = "RLOPS_LOAD_PLUGINS"
+
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "rlops_plugin.default_plugins.envs",
+    "rlops_plugin.default_plugins.rewards",
+    "rlops_plugin.default_plugins.architectures",
+)
+
+T = TypeVar("T")
+
+_lock = threading.RLock()
+_manager: pluggy.PluginManager | None = None
+_registries: dict[str, Registry[Any]] = {}
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """One registered item: its name, the object, the plugin that gave it, and extras."""
+
+    name: str
+    value: T
+    plugin: str
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Registry(Generic[T]):
+    """Name -> entry map filled by one ``rlops_register_*`` hook; duplicates are refused."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def get(self, name: str) -> Entry[T]:
+        """Return the entry for ``name`` or raise ``PluginError`` listing the known names."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = ", ".join(sorted(self._entries)) or "none"
+            raise PluginError(
+                f"unknown {self.kind} {name!r}; registered {self.kind}s: {known}. "
+                f"Install the plugin that provides it or check {LOAD_PLUGINS_ENV}."
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def names(self) -> list[str]:
+        """Sorted registered names."""
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry[T]]:
+        """Entries sorted by name."""
+        return [self._entries[n] for n in self.names()]
+
+    def _add(self, entry: Entry[T]) -> None:
+        if not isinstance(entry.name, str) or not entry.name:
+            raise PluginError(f"plugin {entry.plugin!r} registered a {self.kind} without a name")
+        if entry.name in self._entries:
+            other = self._entries[entry.name].plugin
+            raise PluginError(
+                f"{self.kind} {entry.name!r} registered twice: by {other!r} and by {entry.plugin!r}"
+            )
+        self._entries[entry.name] = entry
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """Return the process-wide plugin manager, creating and loading it on first use."""
+    global _manager
+    with _lock:
+        if _manager is None:
+            _manager = _create_manager()
+        return _manager
+
+
+def reset() -> None:
+    """Forget the manager and cached registries (tests, or after changing the environment)."""
+    global _manager
+    with _lock:
+        _manager = None
+        _registries.clear()
+
+
+def _create_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    for module_name in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(module_name), name=module_name)
+    allowed = os.environ.get(LOAD_PLUGINS_ENV)
+    if allowed is None:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    else:
+        for name in (n.strip() for n in allowed.split(",")):
+            if name and pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=name) == 0:
+                if not pm.has_plugin(name):
+                    raise PluginError(
+                        f"{LOAD_PLUGINS_ENV} names {name!r}, but no installed package has an "
+                        f"{ENTRY_POINT_GROUP!r} entry point of that name"
+                    )
+    pm.check_pending()
+    return pm
+
+
+def plugin_names() -> list[str]:
+    """Names of every registered plugin (built-ins and entry points)."""
+    pm = get_plugin_manager()
+    return sorted(name for name, plugin in pm.list_name_plugin() if plugin is not None)
+
+
+def registry(hook_name: str, kind: str) -> Registry[Any]:
+    """Build (once) and return the registry filled by the hook ``hook_name``."""
+    with _lock:
+        if hook_name in _registries:
+            return _registries[hook_name]
+        pm = get_plugin_manager()
+        reg: Registry[Any] = Registry(kind)
+        caller = getattr(pm.hook, hook_name)
+        for impl in caller.get_hookimpls():
+            plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+            impl.function(register=_make_register(reg, plugin_name))
+        _registries[hook_name] = reg
+        return reg
+
+
+def _make_register(reg: Registry[Any], plugin_name: str) -> Callable[..., None]:
+    def register(name: str, value: Any = None, *, description: str = "", **extra: Any) -> None:
+        reg._add(Entry(name=name, value=value, plugin=plugin_name, description=description,
+                       extra=extra))
+
+    return register
+
+
+def envs() -> Registry[Any]:
+    """Environments registered through ``rlops_register_envs``."""
+    return registry("rlops_register_envs", "environment")
+
+
+def rewards() -> Registry[Any]:
+    """Reward functions registered through ``rlops_register_rewards``."""
+    return registry("rlops_register_rewards", "reward function")
+
+
+def architectures() -> Registry[Any]:
+    """Policy architectures registered through ``rlops_register_architectures``."""
+    return registry("rlops_register_architectures", "architecture")

@@ -1,0 +1,61 @@
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+from rlops_plugin import flavor
+
+RLOPS = [sys.executable, "-m", "rlops_plugin.cli"]
+
+
+def run(args, env=None, check=True):
+    proc = subprocess.run(RLOPS + args, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_version_lists_the_stack():
+    out = run(["version"]).stdout
+    assert out.startswith("rlops-plugin ")
+    for dist in ("mlflow", "kfp", "kserve", "torch", "evidently", "pluggy"):
+        assert f"\n{dist} " in out
+
+
+def test_plugins_lists_builtins():
+    out = run(["plugins"]).stdout
+    assert "rlops/ChainWalk-v0" in out and "mlp" in out
+
+
+@pytest.mark.integration
+def test_bundle_inspect_prints_parts_hashes_and_lineage(tracking, model_name, cartpole_bundle):
+    child = cartpole_bundle.with_policy(cartpole_bundle.policy.clone(), parent_version="1", trainer="bc",
+                                        dataset_digest="sha256:0123")
+    with mlflow.start_run():
+        flavor.log_model(child, name="policy", registered_model_name=model_name)
+    flavor.set_alias(model_name, "champion", "1")
+    env = {"MLFLOW_TRACKING_URI": tracking}
+    out = run(["bundle", "inspect", f"models:/{model_name}@champion"], env=env).stdout
+    for needle in (child.bundle_sha, "policy", "env", "reward", "CartPole-v1", "sha256:0123", "trainer", "bc"):
+        assert needle in out
+    data = json.loads(run(["bundle", "inspect", f"models:/{model_name}/1", "--json"], env=env).stdout)
+    assert data["hashes"] == child.hashes()
+    assert data["source"]["version"] == "1"
+
+
+@pytest.mark.integration
+def test_errors_are_one_line_and_exit_2(tracking, model_name):
+    proc = run(["bundle", "inspect", f"models:/{model_name}@champion"], env={"MLFLOW_TRACKING_URI": tracking},
+               check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: RegistryError:") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.integration
+def test_quickstart_against_an_existing_server(tracking):
+    out = run(["quickstart", "--tracking-uri", tracking]).stdout
+    assert "hashes verified, same greedy actions on 100 observations: True" in out
