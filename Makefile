@@ -20,11 +20,11 @@ demo: $(STAMP)
 	$(BIN)/rlops quickstart
 
 test: $(STAMP)
-	$(BIN)/ruff check rlops_plugin components tests bench
+	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check rlops_plugin components tests bench
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf $(VENV) .pytest_cache
