@@ -144,6 +144,35 @@ def mlflow_start(root: str, port: int | None, backend_store_uri: str | None) -> 
         server.stop()
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("model_uri")
+@click.option("--port", "http_port", type=int, default=8080, show_default=True, help="HTTP port.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0 only in a pod).")
+@click.option("--name", "model_name", default="policy", show_default=True, help="KServe model name in URLs.")
+@click.option("--store", default=None, help="Experience store: path, sqlite:///PATH or postgresql://...")
+@click.option("--exploration", type=click.Choice(["greedy", "epsilon", "softmax"]), default="softmax",
+              show_default=True)
+@click.option("--epsilon", type=float, default=0.0, show_default=True)
+@click.option("--temperature", type=float, default=1.0, show_default=True)
+@click.option("--challenger", "challenger_uri", default=None, help="A challenger model URI.")
+@click.option("--mode", "routing", type=click.Choice(["off", "shadow", "canary"]), default="off", show_default=True)
+@click.option("--canary-fraction", type=float, default=0.0, show_default=True)
+@click.pass_context
+def serve(ctx: click.Context, model_uri: str, **options: Any) -> None:
+    """Serve MODEL_URI with KServe (v1 and v2 REST) and log every decision to --store.
+
+    Extra options are passed to the server as they are (for instance --max_body_bytes,
+    --durability full, --seed); see `python -m rlops_plugin.serving --help`.
+    """
+    from rlops_plugin.serving.server import main as serve_main
+
+    argv = ["--model_uri", model_uri]
+    for key, value in options.items():
+        if value is not None:
+            argv += [f"--{key}", str(value)]
+    serve_main(argv + list(ctx.args))
+
+
 @main.command()
 @click.option("--root", default=".rlops/quickstart", show_default=True, help="Folder for the local MLflow server.")
 @click.option("--tracking-uri", default=None, help="Use this MLflow server instead of starting one.")

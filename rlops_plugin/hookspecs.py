@@ -10,6 +10,7 @@ duplicate raises ``PluginError`` naming both plugins). See docs/plugins.md.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pluggy
 
@@ -53,6 +54,20 @@ def rlops_register_architectures(register: Register) -> None:
     ``forward(obs)`` returns action logits for Discrete action spaces, or ``(mean, log_std)``
     for Box. ``config`` is plain JSON stored in the bundle; weights go to safetensors.
     Results: all calls contribute; names are unique.
+    """
+
+
+@hookspec(firstresult=True)
+def rlops_shield(observation: Any, action: Any, context: dict[str, Any]) -> Any:
+    """Veto an action before the server executes it, and name a safe fallback.
+
+    Called by the policy server for a decision's ``observation`` (float32 array) and a
+    proposed ``action`` (int for Discrete, array for Box). ``context`` holds ``model``,
+    ``policy_version`` and ``request`` (the client's optional ``context`` object). Return
+    ``None`` to allow, or ``(fallback_action, reason)`` / ``rlops_plugin.serving.guards.Veto``
+    to replace it. For Discrete policies the hook is called for *every* action with non-zero
+    probability, so the logged propensity is exact: the probability that the executed action
+    comes out of sampling plus shield. Results: the first non-``None`` answer wins.
     """
 
 

