@@ -82,13 +82,12 @@ def user_code_path(monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def postgres_server():
     """A real PostgreSQL server (initdb + pg_ctl) on 127.0.0.1 and a free port, for the session."""
+    import glob
     import shutil
     import subprocess
     import tempfile
 
     from rlops_plugin.local.processes import free_port
-
-    import glob
 
     search = os.pathsep.join([os.environ.get("PATH", ""), *sorted(glob.glob("/usr/lib/postgresql/*/bin"))])
     initdb, pg_ctl = shutil.which("initdb", path=search), shutil.which("pg_ctl", path=search)
