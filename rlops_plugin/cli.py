@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -171,6 +172,175 @@ def serve(ctx: click.Context, model_uri: str, **options: Any) -> None:
         if value is not None:
             argv += [f"--{key}", str(value)]
     serve_main(argv + list(ctx.args))
+
+
+@main.group()
+def dataset() -> None:
+    """Build training datasets from the decision log."""
+
+
+@dataset.command("build")
+@click.option("--store", required=True, help="Experience store: path, sqlite:///PATH or postgresql://...")
+@click.option("--model", "model_name", default="policy", show_default=True, help="Served model name in the log.")
+@click.option("--bundle", "bundle_uri", required=True,
+              help="Model URI whose EnvSpec/RewardSpec define the data (e.g. models:/NAME@champion).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output dataset directory.")
+@click.option("--kind", type=click.Choice(["transitions", "preferences"]), default="transitions", show_default=True)
+@click.option("--policy-version", "policy_versions", multiple=True, help="Only decisions of these versions.")
+@click.option("--window", "window_s", type=float, default=3600.0, show_default=True,
+              help="Join window in seconds; later feedback is late.")
+@click.option("--grace", "grace_s", type=float, default=300.0, show_default=True,
+              help="Seconds unknown-id feedback waits before it is orphaned.")
+def dataset_build(store: str, model_name: str, bundle_uri: str, out: str, kind: str, policy_versions: tuple[str, ...],
+                  window_s: float, grace_s: float) -> None:
+    """Extract transitions or preference pairs and write a versioned Parquet dataset."""
+    from rlops_plugin.experience.dataset import build_preferences, build_transitions
+    from rlops_plugin.experience.join import JoinConfig
+    from rlops_plugin.experience.store import open_store
+    from rlops_plugin.flavor import load_model
+
+    bundle = load_model(bundle_uri)
+    build = build_transitions if kind == "transitions" else build_preferences
+    with open_store(store) as experience:
+        data = build(experience, model_name, bundle, policy_versions=list(policy_versions) or None,
+                     join=JoinConfig(window_s=window_s, grace_s=grace_s))
+    path = data.save(out)
+    click.echo(f"{kind}: {len(data)} rows from {data.manifest['decisions']} decisions -> {path}")
+    click.echo(f"digest {data.digest}; excluded {json.dumps(data.manifest['excluded'])}; "
+               f"join {json.dumps(data.manifest['join'])}")
+
+
+@main.command("train")
+@click.option("--trainer", required=True, help="Registered trainer (rlops trainers lists them).")
+@click.option("--init", "init_uri", required=True, help="Warm start, e.g. models:/NAME@champion.")
+@click.option("--dataset", "dataset_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Dataset directory (not for simulator trainers).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Trainer config values.")
+@click.option("--register", "register_as", default=None, help="Register the result under this model name.")
+@click.option("--allow-mismatch", is_flag=True, help="Train on data built under another env or reward hash.")
+@click.option("--eval-episodes", type=int, default=20, show_default=True)
+@click.option("--experiment", default="rlops-training", show_default=True)
+def train_cmd(trainer: str, init_uri: str, dataset_dir: str | None, settings: tuple[str, ...],
+              register_as: str | None, allow_mismatch: bool, eval_episodes: int, experiment: str) -> None:
+    """Update a policy from the deployed checkpoint and register it with its lineage."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rlops_plugin.training.train import train
+
+    config = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
+        config[key] = value
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn()) as bar:
+        task = bar.add_task(trainer, total=None, info="")
+
+        def progress(done: int, total: int, metrics: dict[str, float]) -> None:
+            info = "  ".join(f"{k.split('/')[-1]}={v:.3g}" for k, v in list(metrics.items())[:3])
+            bar.update(task, completed=done, total=total, info=info)
+
+        outcome = train(trainer, init_uri, dataset_dir, config, register_as=register_as,
+                        allow_mismatch=allow_mismatch, eval_episodes=eval_episodes, experiment=experiment,
+                        progress=progress)
+    m = outcome.metrics
+    if "eval/return_mean" in m:
+        click.echo(f"eval return {m['eval/init_return_mean']:.1f} -> {m['eval/return_mean']:.1f} "
+                   f"(delta {m['eval/return_delta']:+.1f}, 95% CI {m['eval/return_delta_ci_low']:+.1f}.."
+                   f"{m['eval/return_delta_ci_high']:+.1f}) over {eval_episodes} paired episodes")
+    where = f"registered {outcome.registered_name} version {outcome.version}" if outcome.version else outcome.model_uri
+    click.echo(f"{where}; run {outcome.run_id}; bundle {outcome.bundle.bundle_sha[:12]}")
+
+
+@main.command("evaluate")
+@click.argument("model_uri")
+@click.option("--episodes", type=int, default=20, show_default=True)
+@click.option("--seed", type=int, default=20_000, show_default=True, help="First episode seed.")
+@click.option("--scenarios", multiple=True, help="Scenario suite (registered name or JSON file); repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+def evaluate_cmd(model_uri: str, episodes: int, seed: int, scenarios: tuple[str, ...], as_json: bool) -> None:
+    """Roll MODEL_URI out on fixed seeds and run scenario suites; print returns with 95% CIs."""
+    from rlops_plugin.evaluation.rollouts import rollout
+    from rlops_plugin.evaluation.scenarios import ScenarioSuite, run_suite
+    from rlops_plugin.flavor import load_model_with_source
+
+    loaded = load_model_with_source(model_uri)
+    bundle = loaded.bundle
+    summary = rollout(bundle.policy, bundle.env_spec, range(seed, seed + episodes),
+                      reward_spec=bundle.reward_spec).summary()
+    report: dict[str, Any] = {"model": loaded.policy_version, "rollouts": summary, "scenarios": {}}
+    for ref in scenarios:
+        suite = ScenarioSuite.load(ref)
+        report["scenarios"][suite.name] = [r.to_dict() for r in run_suite(bundle.policy, bundle.env_spec, suite,
+                                                                            bundle.reward_spec)]
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"{loaded.policy_version}: return {summary['return_mean']:.1f} "
+               f"[{summary['return_ci_low']:.1f}, {summary['return_ci_high']:.1f}] over {episodes} episodes, "
+               f"length {summary['length_mean']:.1f}")
+    for suite, results in report["scenarios"].items():
+        for r in results:
+            mark = "PASS" if r["passed"] else "FAIL"
+            click.echo(f"  {mark} {suite}/{r['scenario']}: return {r['return_mean']:.1f} "
+                       + ("; ".join(r["failures"]) if r["failures"] else ""))
+
+
+@main.command("gate")
+@click.argument("candidate_uri")
+@click.option("--champion", "champion_uri", default=None, help="Champion model URI (default: none).")
+@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="GatePolicy as JSON.")
+@click.option("--scenarios", multiple=True, help="Scenario suites to require; repeatable.")
+@click.option("--margin", type=float, default=None, help="Allowed relative regression vs the champion.")
+@click.option("--episodes", type=int, default=None, help="Paired evaluation episodes.")
+@click.option("--ope-store", default=None, help="Experience store: adds the off-policy check.")
+@click.option("--record/--no-record", default=True, show_default=True,
+              help="Log the verdict on the candidate's run and tag its model version.")
+def gate_cmd(candidate_uri: str, champion_uri: str | None, policy_file: str | None, scenarios: tuple[str, ...],
+             margin: float | None, episodes: int | None, ope_store: str | None, record: bool) -> None:
+    """Decide whether CANDIDATE_URI may replace the champion; exit 1 when it may not."""
+    from rlops_plugin.evaluation.gate import GatePolicy, gate, record_gate
+    from rlops_plugin.flavor import load_model_with_source
+
+    data = json.loads(Path(policy_file).read_text()) if policy_file else {}
+    if scenarios:
+        data["scenarios"] = list(scenarios)
+    if margin is not None:
+        data["regression_margin"] = margin
+    if episodes is not None:
+        data["episodes"] = episodes
+    if ope_store:
+        data["ope_store"] = ope_store
+        data.setdefault("checks", GatePolicy().checks + ["ope"])
+    candidate = load_model_with_source(candidate_uri)
+    champion = load_model_with_source(champion_uri) if champion_uri else None
+    result = gate(candidate, champion, GatePolicy.from_dict(data))
+    for check in result.checks:
+        click.echo(f"  {'PASS' if check.passed else 'FAIL'} {check.name}: {check.reason}")
+    click.secho(f"gate {'PASSED' if result.passed else 'FAILED'}: {result.candidate} vs {result.champion}",
+                fg="green" if result.passed else "red")
+    if record and candidate.version:
+        record_gate(result, candidate.name, candidate.version)
+    sys.exit(0 if result.passed else 1)
+
+
+@main.command("trainers")
+def trainers_cmd() -> None:
+    """List trainers with their config fields, defaults and meaning."""
+    import dataclasses
+
+    from rlops_plugin import plugins
+    from rlops_plugin.training.base import field_docs
+
+    for entry in plugins.trainers().entries():
+        cls = entry.value
+        click.echo(f"{entry.name} ({cls.data_kind}): {entry.description}  [{entry.plugin}]")
+        docs = field_docs(cls.Config)
+        defaults = cls.Config()
+        for f in dataclasses.fields(cls.Config):
+            click.echo(f"    {f.name} = {getattr(defaults, f.name)!r}  {docs.get(f.name, '')}")
 
 
 @main.command()

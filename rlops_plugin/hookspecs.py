@@ -71,6 +71,65 @@ def rlops_shield(observation: Any, action: Any, context: dict[str, Any]) -> Any:
     """
 
 
+@hookspec
+def rlops_register_trainers(register: Register) -> None:
+    """Register policy-update algorithms by name.
+
+    Call ``register(name, trainer_class, *, description="")``. The class follows
+    ``rlops_plugin.training.base.Trainer``: a ``Config`` dataclass (one docstring per field), a
+    ``data_kind`` (``"transitions"``, ``"preferences"`` or ``"simulator"``) and
+    ``train(init, data, config, progress) -> TrainResult`` that starts from the init bundle's
+    policy. ``rlops train --trainer NAME`` and the ``train_policy`` component look names up here.
+    Results: all calls contribute; names are unique.
+    """
+
+
+@hookspec
+def rlops_register_scenarios(register: Register) -> None:
+    """Register safety and red-team scenario suites by name.
+
+    Call ``register(name, suite, *, description="")`` where ``suite`` is a
+    ``rlops_plugin.evaluation.scenarios.ScenarioSuite`` or a callable returning one. Gates and
+    ``rlops evaluate --scenarios NAME`` run every scenario of the suite on candidate and champion.
+    Results: all calls contribute; names are unique.
+    """
+
+
+@hookspec
+def rlops_register_gate_checks(register: Register) -> None:
+    """Register promotion-gate checks by name.
+
+    Call ``register(name, check, *, description="")`` where
+    ``check(context) -> rlops_plugin.evaluation.gate.CheckResult`` inspects the evaluation
+    context (candidate and champion reports, thresholds) and says pass/fail with a reason.
+    ``gate(..., policy=GatePolicy(checks=[...]))`` runs the named checks. Results: all calls
+    contribute; names are unique.
+    """
+
+
+@hookspec
+def rlops_register_monitors(register: Register) -> None:
+    """Register drift monitors by name.
+
+    Call ``register(name, monitor_factory, *, description="")``; the factory takes the monitor's
+    config dict and returns an object with ``signal`` (what it watches) and
+    ``evaluate(reference, current) -> MonitorResult`` computed with Evidently over two windows of
+    decision-log data. ``rlops monitor`` runs the monitors its config names. Results: all calls
+    contribute; names are unique.
+    """
+
+
+@hookspec
+def rlops_on_trigger(event: Any) -> Any:
+    """React to a retraining trigger fired by the monitor.
+
+    ``event`` is a ``rlops_plugin.monitoring.triggers.TriggerEvent`` (rule, model, policy version,
+    evidence, time). Return anything describing what was done (for instance a pipeline run id) or
+    ``None``. All implementations are called; results are collected in a list and recorded with
+    the event.
+    """
+
+
 def hook_names() -> list[str]:
     """Names of every hookspec defined in this module."""
     return sorted(

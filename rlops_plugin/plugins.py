@@ -27,6 +27,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "rlops_plugin.default_plugins.envs",
     "rlops_plugin.default_plugins.rewards",
     "rlops_plugin.default_plugins.architectures",
+    "rlops_plugin.default_plugins.trainers",
+    "rlops_plugin.default_plugins.scenarios",
+    "rlops_plugin.default_plugins.gates",
 )
 
 T = TypeVar("T")
@@ -166,3 +169,18 @@ def rewards() -> Registry[Any]:
 def architectures() -> Registry[Any]:
     """Policy architectures registered through ``rlops_register_architectures``."""
     return registry("rlops_register_architectures", "architecture")
+
+
+def trainers() -> Registry[Any]:
+    """Trainers registered through ``rlops_register_trainers``."""
+    return registry("rlops_register_trainers", "trainer")
+
+
+def scenario_suites() -> Registry[Any]:
+    """Scenario suites registered through ``rlops_register_scenarios``."""
+    return registry("rlops_register_scenarios", "scenario suite")
+
+
+def gate_checks() -> Registry[Any]:
+    """Gate checks registered through ``rlops_register_gate_checks``."""
+    return registry("rlops_register_gate_checks", "gate check")

@@ -9,8 +9,10 @@ Classification of each stored feedback event, computed at read time (no backgrou
   arrive from another server process, or the feedback raced ahead of it);
 * ``orphaned``: no such decision and the grace period is over.
 
-Per decision, joined rewards are **summed** (partial rewards such as click then purchase add
-up), while the latest rating, correction and outcome win (a person may revise them).
+A reward event that ends an episode may carry ``payload.terminated`` / ``payload.truncated`` and
+the final observation ``payload.next_obs``. Per decision, joined rewards are **summed** (partial
+rewards such as click then purchase add up), while the latest rating, correction and outcome win
+(a person may revise them).
 Idempotent duplicates never get here: the store collapses them on insert.
 """
 
@@ -48,61 +50,55 @@ class JoinResult:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+_DECISION_COLUMNS = ("decision_id", "batch_id", "idx", "seq", "ts", "model", "policy_version", "decided_by",
+                     "action", "propensity", "obs", "probs", "episode_id", "step", "routing_key", "vetoed",
+                     "veto_reason", "shadow_policy", "shadow_probs")
+
+
 def decisions_frame(store: ExperienceStore, model: str | None = None, since_seq: int = 0,
                     until_seq: int | None = None) -> pd.DataFrame:
     """One row per decision: ids, policy, action, propensity, observation and request extras."""
-    parts: list[dict[str, Any]] = []
+    cols: dict[str, list[Any]] = {name: [] for name in _DECISION_COLUMNS}
     for seq, b in store.iter_batches(model=model, since_seq=since_seq, until_seq=until_seq):
         extra = b.extra
         n = b.n
-        vetoes = {int(v["i"]): v for v in extra.get("vetoes", [])}
-        part = {
-            "decision_id": b.decision_ids(),
-            "batch_id": [b.batch_id] * n,
-            "idx": np.arange(n),
-            "seq": np.full(n, seq),
-            "ts": np.full(n, b.ts),
-            "model": [b.model] * n,
-            "policy_version": [b.policies[int(k)] for k in b.decided_by],
-            "decided_by": [ROLE_NAMES[int(k)] for k in b.decided_by],
-            "action": list(b.actions) if b.actions.ndim == 1 else [row for row in b.actions],
-            "propensity": b.propensities,
-            "obs": list(b.obs),
-            "probs": list(b.probs) if b.probs is not None else [None] * n,
-            "episode_id": extra.get("episode_ids") or [None] * n,
-            "step": extra.get("steps") or [None] * n,
-            "routing_key": extra.get("routing_keys") or [None] * n,
-            "vetoed": [i in vetoes for i in range(n)],
-            "veto_reason": [vetoes[i]["reason"] if i in vetoes else None for i in range(n)],
-            "shadow_policy": [b.shadow_policy] * n,
-            "shadow_probs": list(b.shadow_probs) if b.shadow_probs is not None else [None] * n,
-        }
-        parts.append(part)
-    if not parts:
-        return pd.DataFrame(columns=["decision_id", "batch_id", "idx", "seq", "ts", "model", "policy_version",
-                                     "decided_by", "action", "propensity", "obs", "probs", "episode_id", "step",
-                                     "routing_key", "vetoed", "veto_reason", "shadow_policy", "shadow_probs"])
-    frame = pd.concat([pd.DataFrame(p) for p in parts], ignore_index=True)
-    return frame
+        vetoes = {int(v["i"]): v["reason"] for v in extra.get("vetoes", [])}
+        cols["decision_id"] += b.decision_ids()
+        cols["batch_id"] += [b.batch_id] * n
+        cols["idx"] += range(n)
+        cols["seq"] += [seq] * n
+        cols["ts"] += [b.ts] * n
+        cols["model"] += [b.model] * n
+        roles = b.decided_by.tolist()
+        cols["policy_version"] += [b.policies[k] for k in roles]
+        cols["decided_by"] += [ROLE_NAMES[k] for k in roles]
+        cols["action"] += b.actions.tolist() if b.actions.ndim == 1 else list(b.actions)
+        cols["propensity"] += b.propensities.tolist()
+        cols["obs"] += list(b.obs)
+        cols["probs"] += list(b.probs) if b.probs is not None else [None] * n
+        cols["episode_id"] += extra.get("episode_ids") or [None] * n
+        cols["step"] += extra.get("steps") or [None] * n
+        cols["routing_key"] += extra.get("routing_keys") or [None] * n
+        cols["vetoed"] += [i in vetoes for i in range(n)] if vetoes else [False] * n
+        cols["veto_reason"] += [vetoes.get(i) for i in range(n)] if vetoes else [None] * n
+        cols["shadow_policy"] += [b.shadow_policy] * n
+        cols["shadow_probs"] += list(b.shadow_probs) if b.shadow_probs is not None else [None] * n
+    return pd.DataFrame(cols, columns=list(_DECISION_COLUMNS))
 
 
 def classify_events(store: ExperienceStore, config: JoinConfig, now: float | None = None) -> pd.DataFrame:
     """Every stored feedback event with its ``status`` (joined, late, pending, orphaned)."""
     now = time.time() if now is None else now
-    rows = store.feedback_rows()
+    events = pd.DataFrame(store.feedback_rows(), columns=["seq", "idempotency_key", "decision_id", "batch_id", "idx",
+                                                           "kind", "value", "action", "payload", "event_ts",
+                                                           "received_ts"])
     index = store.batch_index()
-    statuses = []
-    for row in rows:
-        known = index.get(row["batch_id"])
-        if known is None or row["idx"] >= known[1]:
-            statuses.append("pending" if now - row["received_ts"] < config.grace_s else "orphaned")
-        elif row["event_ts"] - known[0] > config.window_s:
-            statuses.append("late")
-        else:
-            statuses.append("joined")
-    events = pd.DataFrame(rows, columns=["seq", "idempotency_key", "decision_id", "batch_id", "idx", "kind", "value",
-                                         "action", "payload", "event_ts", "received_ts"])
-    events["status"] = statuses
+    known_ts = events["batch_id"].map(lambda b: index.get(b, (np.nan, 0))[0]).to_numpy(dtype=float)
+    known_n = events["batch_id"].map(lambda b: index.get(b, (np.nan, 0))[1]).to_numpy(dtype=float)
+    exists = ~np.isnan(known_ts) & (events["idx"].to_numpy(dtype=float) < known_n)
+    waiting = now - events["received_ts"].to_numpy(dtype=float) < config.grace_s
+    late = events["event_ts"].to_numpy(dtype=float) - known_ts > config.window_s
+    events["status"] = np.where(exists, np.where(late, "late", "joined"), np.where(waiting, "pending", "orphaned"))
     return events
 
 
@@ -125,12 +121,15 @@ def join_feedback(store: ExperienceStore, config: JoinConfig | None = None, mode
                                  ("outcome", "outcome", "payload")):
         latest = joined[joined["kind"] == kind].sort_values("event_ts").groupby("decision_id")[source].last()
         decisions[column] = decisions["decision_id"].map(latest) if len(latest) else None
-    terminal = {}
-    for _, ev in joined[joined["kind"] == "reward"].iterrows():
-        payload = ev["payload"] or {}
-        if payload.get("terminated") or payload.get("truncated"):
-            terminal[ev["decision_id"]] = "terminated" if payload.get("terminated") else "truncated"
+    reward_events = joined[joined["kind"] == "reward"]
+    terminal, final_obs = {}, {}
+    for did, payload in zip(reward_events["decision_id"].tolist(), reward_events["payload"].tolist(), strict=True):
+        if payload and (payload.get("terminated") or payload.get("truncated")):
+            terminal[did] = "terminated" if payload.get("terminated") else "truncated"
+            if isinstance(payload.get("next_obs"), list):
+                final_obs[did] = np.asarray(payload["next_obs"], dtype=np.float32)
     decisions["episode_end"] = decisions["decision_id"].map(terminal) if terminal else None
+    decisions["final_obs"] = decisions["decision_id"].map(final_obs) if final_obs else None
     late = events[events["status"] == "late"]["decision_id"]
     decisions["late_feedback"] = decisions["decision_id"].isin(set(late))
     return JoinResult(decisions=decisions, events=events, counts=counts)

@@ -1,0 +1,17 @@
+"""Built-in trainers: behaviour cloning, conservative Q-learning, guarded PPO, DPO."""
+
+from __future__ import annotations
+
+from rlops_plugin.hookspecs import hookimpl
+
+
+@hookimpl
+def rlops_register_trainers(register) -> None:
+    """Register the four built-in update paths (imported lazily: they need torch)."""
+    from rlops_plugin.training.bc import BCTrainer
+    from rlops_plugin.training.cql import CQLTrainer
+    from rlops_plugin.training.dpo import DPOTrainer
+    from rlops_plugin.training.ppo import PPOTrainer
+
+    for name, cls in (("bc", BCTrainer), ("cql", CQLTrainer), ("sim_finetune", PPOTrainer), ("dpo", DPOTrainer)):
+        register(name, cls, description=cls.description)

@@ -1,0 +1,1 @@
+"""Evaluation: rollouts, scenarios, regression, off-policy estimates, gates."""

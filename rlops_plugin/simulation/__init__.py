@@ -1,0 +1,1 @@
+"""Simulated production traffic: environments driving a real policy server, with delayed feedback."""

@@ -1,0 +1,247 @@
+"""Guarded fine-tuning in the simulator: PPO from the deployed policy, with serving's guards.
+
+Episodes run in the bundle's EnvSpec (domain randomization included, optionally widened for
+training) and are scored by the bundle's RewardSpec. Actions are drawn from the same guarded
+distribution the server would execute: the policy mixed with a bounded epsilon, restricted by
+an ``action_mask`` the env may put in ``info``, and passed through ``rlops_shield`` plugins. The
+PPO surrogate uses the ratio ``pi_theta / pi_old`` and weights advantages by the truncated
+importance weight ``min(1, pi_old / mu)`` (V-trace style) to correct for sampling from ``mu``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlops_plugin.bundle.bundle import PolicyBundle
+from rlops_plugin.bundle.policy import sample_categorical
+from rlops_plugin.errors import ConfigError
+from rlops_plugin.experience.dataset import Dataset
+from rlops_plugin.local.threads import torch_threads
+from rlops_plugin.serving.guards import shield_active, shield_discrete
+from rlops_plugin.training.base import Progress, Trainer, TrainResult, report, seed_everything
+
+
+@dataclass
+class PPOConfig:
+    """Guarded PPO fine-tuning settings."""
+
+    total_steps: int = 20000
+    """Environment steps (summed over parallel envs)."""
+    n_envs: int = 8
+    """Parallel environments."""
+    rollout_steps: int = 128
+    """Steps per env between updates."""
+    update_epochs: int = 4
+    """Passes over each rollout."""
+    minibatch_size: int = 256
+    """Samples per gradient step."""
+    lr: float = 3e-4
+    """Adam learning rate (actor and critic)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip_coef: float = 0.2
+    """PPO ratio clipping."""
+    ent_coef: float = 0.0
+    """Entropy bonus."""
+    vf_coef: float = 0.5
+    """Value loss weight."""
+    max_grad_norm: float = 0.5
+    """Gradient clipping norm."""
+    epsilon: float = 0.02
+    """Exploration mixed into the policy, like serving's epsilon (bounded by max_epsilon)."""
+    max_epsilon: float = 0.2
+    """Guard: the largest epsilon accepted."""
+    use_shield: bool = True
+    """Apply rlops_shield plugins during training, as the server does."""
+    extra_randomization: dict[str, Any] = field(default_factory=dict)
+    """Domain-randomization ranges added to the EnvSpec's for training only (same format)."""
+    value_hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    """Hidden layers of the critic (trained from scratch)."""
+    seed: int = 0
+    """Seed of env resets, sampling and the critic's initialisation."""
+    torch_threads: int = 1
+    """torch threads; one is fastest for small networks."""
+
+
+class PPOTrainer(Trainer):
+    """Fine-tune the deployed policy in its simulator, safely."""
+
+    Config = PPOConfig
+    data_kind = "simulator"
+    description = "guarded PPO fine-tuning in the EnvSpec simulator with domain randomization"
+
+    def train(self, init: PolicyBundle, data: Dataset | None, config: PPOConfig,
+              progress: Progress | None = None) -> TrainResult:
+        if not init.policy.discrete:
+            raise ConfigError("sim_finetune supports Discrete action spaces")
+        if not 0.0 <= config.epsilon <= config.max_epsilon <= 1.0:
+            raise ConfigError(f"epsilon {config.epsilon} must lie in [0, max_epsilon={config.max_epsilon}]")
+        rng = seed_everything(config.seed)
+        spec = init.env_spec.replace(randomization=config.extra_randomization) if config.extra_randomization \
+            else init.env_spec
+        policy = init.policy.clone()
+        policy.train()
+        critic = _mlp(policy.obs_dim, config.value_hidden_sizes)
+        params = list(policy.network.parameters()) + list(critic.parameters())
+        opt = torch.optim.Adam(params, lr=config.lr)
+        runner = _Runner(spec, init, config, rng)
+        history: list[tuple[int, dict[str, float]]] = []
+        metrics: dict[str, float] = {}
+        updates = max(1, config.total_steps // (config.n_envs * config.rollout_steps))
+        try:
+            with torch_threads(config.torch_threads):
+                for update in range(1, updates + 1):
+                    batch = runner.collect(policy, critic)
+                    metrics = _ppo_update(policy, critic, opt, params, batch, config, rng)
+                    metrics.update(runner.stats())
+                    report(progress, update * config.n_envs * config.rollout_steps,
+                           updates * config.n_envs * config.rollout_steps, metrics, history, every=1)
+        finally:
+            runner.close()
+        policy.eval()
+        return TrainResult(policy, metrics, history)
+
+
+def _mlp(in_dim: int, hidden: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    last = in_dim
+    for width in hidden:
+        layers += [nn.Linear(last, width), nn.Tanh()]
+        last = width
+    layers.append(nn.Linear(last, 1))
+    return nn.Sequential(*layers)
+
+
+class _Runner:
+    """Steps the envs with the guarded behaviour distribution and records a rollout."""
+
+    def __init__(self, spec: Any, init: PolicyBundle, config: PPOConfig, rng: np.random.Generator) -> None:
+        self.config = config
+        self.rng = rng
+        self.reward_spec = init.reward_spec if init.reward_spec.ref != "env" else None
+        self.envs = [spec.make() for _ in range(config.n_envs)]
+        self.next_seed = config.seed * 100_003
+        self.obs = np.stack([self._reset(env)[0] for env in self.envs]).astype(np.float32)
+        self.masks = np.ones((config.n_envs, init.policy.n_actions), dtype=bool)
+        self.episode_returns = np.zeros(config.n_envs)
+        self.completed: list[float] = []
+        self.vetoes = 0
+        self.use_shield = config.use_shield and shield_active()
+
+    def _reset(self, env: Any) -> tuple[np.ndarray, dict]:
+        self.next_seed += 1
+        return env.reset(seed=self.next_seed)
+
+    def collect(self, policy: Any, critic: nn.Module) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        n = cfg.n_envs
+        obs_buf = np.zeros((cfg.rollout_steps, n, policy.obs_dim), dtype=np.float32)
+        act_buf = np.zeros((cfg.rollout_steps, n), dtype=np.int64)
+        logp_buf = np.zeros((cfg.rollout_steps, n), dtype=np.float32)
+        mu_buf = np.zeros((cfg.rollout_steps, n), dtype=np.float32)
+        rew_buf = np.zeros((cfg.rollout_steps, n), dtype=np.float32)
+        done_buf = np.zeros((cfg.rollout_steps, n), dtype=np.float32)
+        val_buf = np.zeros((cfg.rollout_steps + 1, n), dtype=np.float32)
+        for t in range(cfg.rollout_steps):
+            with torch.no_grad():
+                obs_t = torch.from_numpy(self.obs)
+                pi = torch.softmax(policy.network(obs_t), dim=-1).numpy().astype(np.float64)
+                val_buf[t] = critic(obs_t).squeeze(-1).numpy()
+            allowed = self.masks
+            mu = (1.0 - cfg.epsilon) * pi * allowed + cfg.epsilon * allowed / allowed.sum(1, keepdims=True)
+            mu = mu / mu.sum(axis=1, keepdims=True)
+            proposed = sample_categorical(mu, self.rng)
+            executed = proposed.copy()
+            effective = mu
+            if self.use_shield:
+                effective, vetoes = shield_discrete(self.obs, mu, [{"model": "training", "policy_version": "training",
+                                                                    "request": {}}] * n)
+                for i, a in enumerate(proposed):
+                    if int(a) in vetoes[i]:
+                        executed[i] = int(vetoes[i][int(a)].action)
+                        self.vetoes += 1
+            obs_buf[t], act_buf[t] = self.obs, executed
+            logp_buf[t] = np.log(pi[np.arange(n), executed] + 1e-12)
+            mu_buf[t] = effective[np.arange(n), executed]
+            for i, env in enumerate(self.envs):
+                next_obs, reward, terminated, truncated, info = env.step(int(executed[i]))
+                if self.reward_spec is not None:
+                    reward = self.reward_spec(obs=self.obs[i], action=int(executed[i]), next_obs=next_obs,
+                                              env_reward=reward, terminated=terminated, truncated=truncated,
+                                              outcome=None)
+                self.episode_returns[i] += reward
+                if truncated and not terminated:  # bootstrap through the time limit
+                    with torch.no_grad():
+                        reward += cfg.gamma * float(critic(torch.as_tensor(next_obs[None], dtype=torch.float32)))
+                rew_buf[t, i] = reward
+                done_buf[t, i] = float(terminated or truncated)
+                if terminated or truncated:
+                    self.completed.append(float(self.episode_returns[i]))
+                    self.episode_returns[i] = 0.0
+                    next_obs, info = self._reset(env)
+                mask = info.get("action_mask") if isinstance(info, dict) else None
+                self.masks[i] = np.asarray(mask, dtype=bool) if mask is not None else True
+                self.obs[i] = next_obs
+        with torch.no_grad():
+            val_buf[-1] = critic(torch.from_numpy(self.obs)).squeeze(-1).numpy()
+        adv = np.zeros_like(rew_buf)
+        last = np.zeros(n, dtype=np.float32)
+        for t in reversed(range(cfg.rollout_steps)):
+            nonterminal = 1.0 - done_buf[t]
+            delta = rew_buf[t] + cfg.gamma * val_buf[t + 1] * nonterminal - val_buf[t]
+            last = delta + cfg.gamma * cfg.gae_lambda * nonterminal * last
+            adv[t] = last
+        returns = adv + val_buf[:-1]
+        rho = np.minimum(1.0, np.exp(logp_buf) / np.maximum(mu_buf, 1e-12))
+        flat = {"obs": obs_buf.reshape(-1, policy.obs_dim), "action": act_buf.reshape(-1),
+                "logp": logp_buf.reshape(-1), "adv": (adv * rho).reshape(-1), "ret": returns.reshape(-1)}
+        return {key: torch.as_tensor(value) for key, value in flat.items()}
+
+    def stats(self) -> dict[str, float]:
+        recent = self.completed[-20:]
+        out = {"train/vetoes": float(self.vetoes)}
+        if recent:
+            out["train/episodic_return"] = float(np.mean(recent))
+        return out
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def _ppo_update(policy: Any, critic: nn.Module, opt: torch.optim.Optimizer, params: list[torch.nn.Parameter],
+                batch: dict[str, torch.Tensor], cfg: PPOConfig, rng: np.random.Generator) -> dict[str, float]:
+    n = len(batch["action"])
+    adv = batch["adv"]
+    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    stats: dict[str, float] = {}
+    for _ in range(cfg.update_epochs):
+        order = torch.from_numpy(rng.permutation(n))
+        for start in range(0, n, cfg.minibatch_size):
+            idx = order[start:start + cfg.minibatch_size]
+            dist = policy.distribution(batch["obs"][idx])
+            logp = dist.log_prob(batch["action"][idx])
+            ratio = torch.exp(logp - batch["logp"][idx])
+            a = adv[idx]
+            pg = -torch.min(ratio * a, torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef) * a).mean()
+            value = critic(batch["obs"][idx]).squeeze(-1)
+            vf = 0.5 * ((value - batch["ret"][idx]) ** 2).mean()
+            entropy = dist.entropy().mean()
+            loss = pg + cfg.vf_coef * vf - cfg.ent_coef * entropy
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            with torch.no_grad():
+                stats = {"train/policy_loss": pg.item(), "train/value_loss": vf.item(),
+                         "train/entropy": entropy.item(),
+                         "train/approx_kl": ((ratio - 1) - torch.log(ratio)).mean().item(),
+                         "train/clip_fraction": ((ratio - 1).abs() > cfg.clip_coef).float().mean().item()}
+    return stats

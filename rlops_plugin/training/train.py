@@ -1,0 +1,183 @@
+"""One policy update end to end: warm start, checks, training, evaluation, lineage, registry.
+
+``train("cql", init="models:/cartpole@champion", dataset="datasets/v1")`` loads the deployed
+bundle, refuses data built under another env or reward (unless told otherwise), trains, evaluates
+old and new policy on the same episode seeds, and logs one MLflow run (params ``trainer.*``,
+metrics ``train/...`` with steps and ``eval/...``, the dataset as a run input) whose model is
+registered with ``rlops.parent_version``, the dataset digest and the trainer in its lineage.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlops_plugin import plugins
+from rlops_plugin.bundle.bundle import PolicyBundle
+from rlops_plugin.bundle.spaces import space_to_json
+from rlops_plugin.errors import ConfigError
+from rlops_plugin.evaluation.rollouts import rollout
+from rlops_plugin.evaluation.stats import paired_difference
+from rlops_plugin.experience.dataset import Dataset, DatasetError, validate_preferences, validate_transitions
+from rlops_plugin.flavor.model import LoadedModel, load_model_with_source
+from rlops_plugin.training.base import Progress, config_to_dict, make_config
+
+DEFAULT_EXPERIMENT = "rlops-training"
+
+
+@dataclass
+class TrainOutcome:
+    """The trained bundle and where it was recorded."""
+
+    bundle: PolicyBundle
+    metrics: dict[str, float]
+    run_id: str | None = None
+    model_uri: str | None = None
+    registered_name: str | None = None
+    version: str | None = None
+    dataset_digest: str | None = None
+
+
+def resolve_init(init: str | LoadedModel | PolicyBundle) -> LoadedModel:
+    """The warm-start model: a URI (``models:/NAME@champion``), a loaded model or a bundle."""
+    if isinstance(init, LoadedModel):
+        return init
+    if isinstance(init, PolicyBundle):
+        return LoadedModel(init, "in-memory")
+    return load_model_with_source(init)
+
+
+def check_compatible(bundle: PolicyBundle, data: Dataset, allow_mismatch: bool) -> list[str]:
+    """Refuse data whose spaces differ; refuse other env/reward hashes unless ``allow_mismatch``."""
+    manifest = data.manifest
+    if manifest.get("action_space") and manifest["action_space"] != space_to_json(bundle.policy.action_space):
+        raise DatasetError(f"action space mismatch: dataset {manifest['action_space']}, policy "
+                           f"{space_to_json(bundle.policy.action_space)}")
+    obs = data.columns.get("obs")
+    if obs is not None and obs.shape[1] != bundle.policy.obs_dim:
+        raise DatasetError(f"observation size mismatch: dataset {obs.shape[1]}, policy {bundle.policy.obs_dim}")
+    hashes = bundle.hashes()
+    problems = [f"{part} hash: dataset built under {manifest.get(key, 'unknown')[:12]}, init policy has "
+                f"{hashes[part][:12]}" for part, key in (("env", "env_sha"), ("reward", "reward_sha"))
+                if manifest.get(key) != hashes[part]]
+    if problems and not allow_mismatch:
+        raise DatasetError("dataset and init policy disagree on " + "; ".join(problems)
+                           + " (rebuild the dataset with this bundle, or pass allow_mismatch=True)")
+    return problems
+
+
+def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | Path | Dataset | None = None,
+          config: dict[str, Any] | Any | None = None, register_as: str | None = None, allow_mismatch: bool = False,
+          eval_episodes: int = 20, eval_seed: int = 10_000, log_to_mlflow: bool = True,
+          experiment: str | None = DEFAULT_EXPERIMENT, run_name: str | None = None,
+          progress: Progress | None = None) -> TrainOutcome:
+    """Train ``trainer`` from ``init`` and record the update (see the module docstring)."""
+    entry = plugins.trainers().get(trainer)
+    trainer_cls = entry.value
+    cfg = config if isinstance(config, trainer_cls.Config) else make_config(trainer_cls.Config, config)
+    loaded = resolve_init(init)
+    base = loaded.bundle
+    data, source, mismatch, dropped = _load_data(trainer_cls.data_kind, dataset, base, allow_mismatch)
+    seeds = list(range(eval_seed, eval_seed + eval_episodes))
+    before = rollout(base.policy, base.env_spec, seeds, reward_spec=base.reward_spec) if eval_episodes else None
+    result = trainer_cls().train(base, data, cfg, progress)
+    child = base.with_policy(result.policy, parent_version=loaded.version, parent_bundle_sha=base.bundle_sha,
+                             dataset_digest=data.digest if data is not None else None, trainer=trainer,
+                             trainer_config=config_to_dict(cfg))
+    metrics = dict(result.metrics)
+    if before is not None:
+        after = rollout(child.policy, child.env_spec, seeds, reward_spec=child.reward_spec)
+        metrics.update(_eval_metrics(before, after))
+    for reason, count in dropped.items():
+        metrics[f"data/excluded_{reason}"] = float(count)
+    outcome = TrainOutcome(child, metrics, dataset_digest=data.digest if data is not None else None)
+    if log_to_mlflow:
+        _record(outcome, trainer, cfg, loaded, data, source, result.history, mismatch, register_as, experiment,
+                run_name)
+    return outcome
+
+
+def _load_data(kind: str, dataset: str | Path | Dataset | None, bundle: PolicyBundle,
+               allow_mismatch: bool) -> tuple[Dataset | None, str | None, list[str], dict[str, int]]:
+    if kind == "simulator":
+        if dataset is not None:
+            raise ConfigError("this trainer learns in the simulator; do not pass a dataset")
+        return None, None, [], {}
+    if dataset is None:
+        raise ConfigError(f"this trainer needs a {kind} dataset (rlops dataset build ...)")
+    source = None
+    if not isinstance(dataset, Dataset):
+        source = str(Path(dataset).resolve())
+        dataset = Dataset.load(dataset)
+    if dataset.kind != kind:
+        raise DatasetError(f"this trainer needs a {kind} dataset, got {dataset.kind}")
+    if kind == "transitions":
+        dataset, dropped = validate_transitions(dataset, bundle.policy.discrete)
+    else:
+        dataset, dropped = validate_preferences(dataset, bundle.policy.n_actions)
+    mismatch = check_compatible(bundle, dataset, allow_mismatch)
+    if mismatch:
+        warnings.warn("training across a mismatch: " + "; ".join(mismatch), UserWarning, stacklevel=3)
+    return dataset, source, mismatch, {k: v for k, v in dropped.items() if v}
+
+
+def _eval_metrics(before: Any, after: Any) -> dict[str, float]:
+    b, a = before.summary(), after.summary()
+    diff = paired_difference(after.returns, before.returns)
+    return {"eval/return_mean": a["return_mean"], "eval/return_ci_low": a["return_ci_low"],
+            "eval/return_ci_high": a["return_ci_high"], "eval/length_mean": a["length_mean"],
+            "eval/init_return_mean": b["return_mean"], "eval/return_delta": diff.estimate,
+            "eval/return_delta_ci_low": diff.low, "eval/return_delta_ci_high": diff.high}
+
+
+def _record(outcome: TrainOutcome, trainer: str, cfg: Any, loaded: LoadedModel, data: Dataset | None,
+            source: str | None, history: list[tuple[int, dict[str, float]]], mismatch: list[str],
+            register_as: str | None, experiment: str | None, run_name: str | None) -> None:
+    import mlflow
+    from mlflow.entities import Metric
+
+    from rlops_plugin.flavor.model import log_model
+
+    if experiment:
+        mlflow.set_experiment(experiment)
+    parent = f"{loaded.name}/{loaded.version}" if loaded.version else loaded.model_uri
+    tags = {"rlops.trainer": trainer, "rlops.parent": parent, "rlops.parent_version": loaded.version or "",
+            "rlops.event": "policy_update"}
+    if mismatch:
+        tags["rlops.mismatch_allowed"] = "; ".join(mismatch)
+    with mlflow.start_run(run_name=run_name or f"{trainer} from {parent}", tags=tags) as run:
+        params = {f"trainer.{k}": json.dumps(v) if isinstance(v, (list, dict)) else v
+                  for k, v in config_to_dict(cfg).items()}
+        params["init_model_uri"] = loaded.model_uri
+        if data is not None:
+            params["dataset_digest"] = data.digest
+            params["dataset_rows"] = len(data)
+        mlflow.log_params(params)
+        if data is not None:
+            if source is None:  # an in-memory dataset: keep a copy with the run so the input resolves
+                import tempfile
+
+                with tempfile.TemporaryDirectory() as tmp:
+                    mlflow.log_artifacts(str(data.save(Path(tmp) / "dataset")), "dataset")
+                source = mlflow.get_artifact_uri("dataset")
+            else:
+                mlflow.log_dict(data.manifest, "dataset/manifest.json")
+            mlflow.log_input(data.mlflow_dataset(source), context="training")
+        client = mlflow.MlflowClient()
+        timestamp = int(1000 * __import__("time").time())
+        batch = [Metric(key, float(value), timestamp, step) for step, values in history
+                 for key, value in values.items() if np.isfinite(value)]
+        for start in range(0, len(batch), 900):
+            client.log_batch(run.info.run_id, metrics=batch[start:start + 900])
+        mlflow.log_metrics({k: v for k, v in outcome.metrics.items() if np.isfinite(v)})
+        info = log_model(outcome.bundle, name="policy", registered_model_name=register_as)
+        outcome.run_id = run.info.run_id
+        outcome.model_uri = info.model_uri
+        if register_as:
+            outcome.registered_name = register_as
+            outcome.version = str(info.registered_model_version)

@@ -1,0 +1,40 @@
+"""Every registered trainer passes the shared conformance check (rlops_register_trainers)."""
+
+import pytest
+
+from rlops_plugin import plugins
+from rlops_plugin.errors import ConfigError
+from rlops_plugin.training.base import field_docs, make_config
+from tests.training.conformance import check_trainer
+
+TRAINERS = plugins.trainers().names()
+
+
+def test_builtins_are_registered():
+    assert {"bc", "cql", "sim_finetune", "dpo"} <= set(TRAINERS)
+
+
+@pytest.mark.parametrize("name", TRAINERS)
+def test_conformance(name, tmp_path):
+    result = check_trainer(name, tmp_path)
+    assert result["after"] > result["before"]
+
+
+@pytest.mark.parametrize("name", TRAINERS)
+def test_every_config_field_is_documented(name):
+    import dataclasses
+
+    cls = plugins.trainers().get(name).value
+    docs = field_docs(cls.Config)
+    missing = [f.name for f in dataclasses.fields(cls.Config) if not docs.get(f.name)]
+    assert not missing, f"{name}: undocumented config fields {missing}"
+
+
+def test_make_config_converts_and_refuses_unknown_keys():
+    cls = plugins.trainers().get("cql").value
+    cfg = make_config(cls.Config, {"steps": "10", "alpha": "0.5", "reset_head": "false"})
+    assert (cfg.steps, cfg.alpha, cfg.reset_head) == (10, 0.5, False)
+    with pytest.raises(ConfigError, match=r"unknown fields \['stepz'\]"):
+        make_config(cls.Config, {"stepz": 1})
+    with pytest.raises(ConfigError, match="cannot read 'ten' as int"):
+        make_config(cls.Config, {"steps": "ten"})
