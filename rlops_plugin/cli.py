@@ -174,6 +174,18 @@ def serve(ctx: click.Context, model_uri: str, **options: Any) -> None:
     serve_main(argv + list(ctx.args))
 
 
+@main.command()
+@click.option("--store", envvar="RLOPS_STORE", required=True, help="Experience store (env RLOPS_STORE).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface (0.0.0.0 only in a pod).")
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--durability", type=click.Choice(["normal", "full"]), default="normal", show_default=True)
+def collect(store: str, host: str, port: int, durability: str) -> None:
+    """Receive feedback and KServe logger CloudEvents into the experience store (no model)."""
+    from rlops_plugin.serving.collector import run_collector
+
+    run_collector(store, host, port, durability)
+
+
 @main.group()
 def dataset() -> None:
     """Build training datasets from the decision log."""
@@ -324,6 +336,95 @@ def gate_cmd(candidate_uri: str, champion_uri: str | None, policy_file: str | No
     if record and candidate.version:
         record_gate(result, candidate.name, candidate.version)
     sys.exit(0 if result.passed else 1)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--deployment", required=True, help="Deployment serving NAME (local name or InferenceService).")
+@click.option("--target", "target_uri", default="rlops-local", show_default=True,
+              help="rlops-local[:/state-dir] or rlops-kserve[:/namespace].")
+@click.option("--store", envvar="RLOPS_STORE", required=True, help="Experience store with the decision log.")
+@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="PromotionPolicy as JSON (steps, alpha, margins, max_duration_s, require_approval, ...).")
+@click.option("--served-model", default=None, help="Model name in the decision log (default: all).")
+@click.option("--max-polls", type=int, default=None, help="Stop after this many looks (default: until a verdict).")
+def promote(name: str, deployment: str, target_uri: str, store: str, policy_file: str | None,
+            served_model: str | None, max_polls: int | None) -> None:
+    """Take NAME@challenger through shadow and canary steps to promotion or rollback."""
+    from rlops_plugin.deploy.analysis import PromotionPolicy
+    from rlops_plugin.deploy.promotion import PromotionController, target_for
+
+    data = json.loads(Path(policy_file).read_text()) if policy_file else {}
+    controller = PromotionController(name, deployment, target_for(target_uri), store, PromotionPolicy(**data),
+                                     served_model=served_model)
+
+    def show(action: Any) -> None:
+        if action.changed or action.test is not None:
+            click.echo(f"[{action.state} {action.fraction:.0%}] {action.reason}")
+
+    final = controller.run(max_polls=max_polls, on_action=show)
+    click.secho(f"{name}: {final.state} — {final.reason}", fg="green" if final.state == "promoted" else "yellow")
+    sys.exit(0 if final.state in ("promoted", "rolled_back") else 3)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--deployment", default=None, help="Also switch this deployment to the restored champion.")
+@click.option("--target", "target_uri", default="rlops-local", show_default=True)
+def rollback(name: str, deployment: str | None, target_uri: str) -> None:
+    """Point NAME@champion back at NAME@previous (one command), and the deployment with it."""
+    from rlops_plugin.audit.events import AuditEvent, record_event
+    from rlops_plugin.deploy.promotion import target_for
+    from rlops_plugin.flavor import get_alias_version
+    from rlops_plugin.flavor import rollback as registry_rollback
+
+    before = get_alias_version(name, "champion")
+    restored = registry_rollback(name)
+    if deployment:
+        target_for(target_uri).configure(deployment, f"models:/{name}/{restored}", None, "off", 0.0)
+    record_event(AuditEvent("rollback", name, restored, decision="rolled_back",
+                            reason=f"manual rollback: champion {before} -> {restored}",
+                            details={"deployment": deployment, "from": before, "to": restored}))
+    click.echo(f"{name}@champion: {before} -> {restored} (previous = {before})")
+
+
+@main.command()
+@click.argument("name")
+@click.argument("version")
+@click.option("--by", "actor", default=None, help="Who approves (default: RLOPS_ACTOR or the OS user).")
+@click.option("--note", default="", help="Why.")
+def approve(name: str, version: str, actor: str | None, note: str) -> None:
+    """Approve NAME VERSION for full promotion (recorded with who and when)."""
+    from rlops_plugin.audit.events import AuditEvent, current_actor, record_event
+    from rlops_plugin.flavor.registry import approve as registry_approve
+
+    who = actor or current_actor()
+    tags = registry_approve(name, version, who, note)
+    record_event(AuditEvent("approval", name, version, actor=who, decision="approved", reason=note or "approved",
+                            details=tags))
+    click.echo(f"{name} version {version} approved by {who} at {tags['rlops.approval.at']}")
+
+
+@main.group()
+def manifests() -> None:
+    """Kubernetes manifests (KServe ServingRuntime, InferenceService, collector, RBAC)."""
+
+
+@manifests.command("generate")
+@click.option("--out", default="manifests/kserve", show_default=True, type=click.Path(file_okay=False))
+@click.option("--namespace", default="rlops", show_default=True)
+@click.option("--image", default=None, help="Container image (default rlops-plugin:<version>).")
+def manifests_generate(out: str, namespace: str, image: str | None) -> None:
+    """Write validated manifests for a cluster deployment."""
+    import yaml
+
+    from rlops_plugin.deploy.manifests import DEFAULT_IMAGE, write_manifests
+    from rlops_plugin.deploy.validation import validate_manifest
+
+    for path in write_manifests(out, namespace, image or DEFAULT_IMAGE):
+        for doc in yaml.safe_load_all(path.read_text()):
+            validate_manifest(doc)
+        click.echo(f"wrote {path}")
 
 
 @main.command("trainers")

@@ -103,15 +103,15 @@ def classify_events(store: ExperienceStore, config: JoinConfig, now: float | Non
 
 
 def join_feedback(store: ExperienceStore, config: JoinConfig | None = None, model: str | None = None,
-                  now: float | None = None) -> JoinResult:
-    """Decisions with their joined feedback, plus the classified events and counts."""
+                  now: float | None = None, since_seq: int = 0) -> JoinResult:
+    """Decisions (after ``since_seq``) with their joined feedback, plus the classified events and counts."""
     config = config or JoinConfig()
-    decisions = decisions_frame(store, model=model)
+    decisions = decisions_frame(store, model=model, since_seq=since_seq)
     events = classify_events(store, config, now)
     counts = {status: int((events["status"] == status).sum()) for status in STATUSES}
     counts["duplicates"] = store.stats()["feedback_duplicates"]
     joined = events[events["status"] == "joined"]
-    if model is not None and len(joined):
+    if (model is not None or since_seq) and len(joined):
         joined = joined[joined["decision_id"].isin(set(decisions["decision_id"]))]
     rewards = joined[joined["kind"] == "reward"].groupby("decision_id")["value"].agg(["sum", "count"])
     decisions["reward"] = decisions["decision_id"].map(rewards["sum"]) if len(rewards) else np.nan

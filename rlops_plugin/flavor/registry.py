@@ -204,3 +204,29 @@ def rollback(name: str, alias: str = "champion", previous_alias: str = "previous
     if current is not None and current != previous:
         client().set_registered_model_alias(name, previous_alias, current)
     return previous
+
+
+TAG_APPROVED_BY = "rlops.approval.by"
+TAG_APPROVED_AT = "rlops.approval.at"
+
+
+def approve(name: str, version: str | int, actor: str, note: str = "") -> dict[str, str]:
+    """Record a human approval of a version for promotion (who, when, why) as version tags."""
+    import time
+
+    mlflow_client = client()
+    mlflow_client.get_model_version(name, str(version))  # fails clearly if the version does not exist
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    tags = {TAG_APPROVED_BY: actor, TAG_APPROVED_AT: stamp, "rlops.approval.note": note or ""}
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, str(version), key, value)
+    return tags
+
+
+def approval_of(name: str, version: str | int) -> dict[str, str] | None:
+    """The approval recorded on a version, or ``None``."""
+    tags = client().get_model_version(name, str(version)).tags or {}
+    if TAG_APPROVED_BY not in tags:
+        return None
+    return {"by": tags[TAG_APPROVED_BY], "at": tags.get(TAG_APPROVED_AT, ""),
+            "note": tags.get("rlops.approval.note", "")}

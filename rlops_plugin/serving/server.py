@@ -35,19 +35,24 @@ def build_parser() -> argparse.ArgumentParser:
     """KServe's server options plus rlops': model URIs, store, exploration, routing, limits."""
     parser = argparse.ArgumentParser(prog="rlops-serve", parents=[_kserve_parser()], conflict_handler="resolve",
                                      description="Serve an rlops policy with KServe and log every decision.")
-    parser.add_argument("--model_uri", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION or a path")
+    env = os.environ.get
+    parser.add_argument("--model_uri", default=env("RLOPS_MODEL_URI"), required=env("RLOPS_MODEL_URI") is None,
+                        help="models:/NAME@ALIAS, models:/NAME/VERSION or a path (env RLOPS_MODEL_URI)")
     parser.add_argument("--host", default=LOCALHOST, help="interface to bind (default 127.0.0.1)")
-    parser.add_argument("--store", default=None,
-                        help="experience store: path, sqlite:///PATH or postgresql://... (default: no logging)")
+    parser.add_argument("--store", default=env("RLOPS_STORE"),
+                        help="experience store: path, sqlite:///PATH or postgresql://... (env RLOPS_STORE; "
+                             "default: no logging)")
     parser.add_argument("--durability", choices=("normal", "full"), default="normal",
                         help="SQLite commit durability: normal survives process crashes, full also power loss")
-    parser.add_argument("--exploration", choices=("greedy", "epsilon", "softmax"), default="softmax")
-    parser.add_argument("--epsilon", type=float, default=0.0)
+    parser.add_argument("--exploration", choices=("greedy", "epsilon", "softmax"),
+                        default=env("RLOPS_EXPLORATION", "softmax"))
+    parser.add_argument("--epsilon", type=float, default=float(env("RLOPS_EPSILON", "0")))
     parser.add_argument("--max_epsilon", type=float, default=0.5)
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--challenger_uri", default=None, help="second policy for shadow or canary")
-    parser.add_argument("--routing", choices=("off", "shadow", "canary"), default="off")
-    parser.add_argument("--canary_fraction", type=float, default=0.0)
+    parser.add_argument("--challenger_uri", default=env("RLOPS_CHALLENGER_URI") or None,
+                        help="second policy for shadow or canary (env RLOPS_CHALLENGER_URI)")
+    parser.add_argument("--routing", choices=("off", "shadow", "canary"), default=env("RLOPS_ROUTING", "off"))
+    parser.add_argument("--canary_fraction", type=float, default=float(env("RLOPS_CANARY_FRACTION", "0")))
     parser.add_argument("--max_batch", type=int, default=4096, help="most observations per request")
     parser.add_argument("--max_body_bytes", type=int, default=8 << 20, help="larger bodies get 413")
     parser.add_argument("--seed", type=int, default=None, help="seed of exploration and canary sampling")

@@ -1,0 +1,99 @@
+"""Audit events stored in MLflow: one run per event in the ``rlops-audit`` experiment.
+
+Each event run carries tags (``rlops.event``, ``rlops.model_name``, ``rlops.model_version``,
+``rlops.actor``, ``rlops.decision``), its metrics (before/after, gate statistics) and the full
+event as ``event.json``, so the trail is browsable in the MLflow UI and exportable with
+``rlops audit NAME``. Events are append-only by convention: a correction is a new event.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import math
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+AUDIT_EXPERIMENT = "rlops-audit"
+EVENT_KINDS = ("policy_update", "gate", "deployment", "canary_step", "promotion", "rollback", "approval",
+               "trigger", "pipeline_cycle", "monitoring")
+
+
+def current_actor() -> str:
+    """Who is acting: ``RLOPS_ACTOR`` if set (pipelines set it), else the OS user."""
+    return os.environ.get("RLOPS_ACTOR") or f"user:{getpass.getuser()}"
+
+
+@dataclass
+class AuditEvent:
+    """One auditable fact about a registered model."""
+
+    kind: str
+    model_name: str
+    model_version: str | None = None
+    actor: str = field(default_factory=current_actor)
+    decision: str = ""
+    """What was decided (``promoted``, ``rolled_back``, ``passed``, ``approved``, ...)."""
+    reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    """Before/after metrics, dataset digest, bundle hashes, gate results, links."""
+    time: float = field(default_factory=time.time)
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return asdict(self)
+
+
+def record_event(event: AuditEvent) -> AuditEvent:
+    """Write ``event`` as a run of the audit experiment; returns it with ``run_id`` set."""
+    from mlflow import MlflowClient
+
+    if event.kind not in EVENT_KINDS:
+        raise ValueError(f"unknown audit event kind {event.kind!r}; known: {EVENT_KINDS}")
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(AUDIT_EXPERIMENT)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(AUDIT_EXPERIMENT)
+    tags = {"rlops.event": event.kind, "rlops.model_name": event.model_name,
+            "rlops.model_version": event.model_version or "", "rlops.actor": event.actor,
+            "rlops.decision": event.decision, "rlops.event_id": event.event_id,
+            "mlflow.runName": f"{event.kind}: {event.model_name}"
+                              + (f" v{event.model_version}" if event.model_version else "")
+                              + (f" {event.decision}" if event.decision else ""),
+            "mlflow.note.content": event.reason[:4900]}
+    run = client.create_run(experiment_id, start_time=int(event.time * 1000), tags=tags)
+    event.run_id = run.info.run_id
+    for key, value in event.metrics.items():
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            client.log_metric(run.info.run_id, key, float(value), timestamp=int(event.time * 1000))
+    client.log_text(run.info.run_id, json.dumps(event.to_dict(), indent=2, default=str), "event.json")
+    client.set_terminated(run.info.run_id, "FINISHED", end_time=int(event.time * 1000))
+    return event
+
+
+def list_events(model_name: str, kinds: list[str] | None = None, max_results: int = 10_000) -> list[AuditEvent]:
+    """Events of a registered model, oldest first."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(AUDIT_EXPERIMENT)
+    if experiment is None:
+        return []
+    escaped = model_name.replace("'", "\\'")
+    runs = client.search_runs([experiment.experiment_id], f"tags.`rlops.model_name` = '{escaped}'",
+                              max_results=max_results, order_by=["attributes.start_time ASC"])
+    events = []
+    for run in runs:
+        if kinds and run.data.tags.get("rlops.event") not in kinds:
+            continue
+        path = client.download_artifacts(run.info.run_id, "event.json")
+        with open(path) as fh:
+            data = json.load(fh)
+        data["run_id"] = run.info.run_id
+        events.append(AuditEvent(**data))
+    return events

@@ -1,0 +1,1 @@
+"""Deployment: KServe manifests, MLflow deployment targets, progressive delivery with rollback."""

@@ -1,0 +1,130 @@
+"""Canary analysis as a pure state machine: rewards in, actions out (no I/O).
+
+``shadow -> canary step 1 -> ... -> last step -> (approval) -> promote``, or ``rollback`` as soon as
+the sequential test shows the challenger worse, or ``inconclusive`` when the maximum duration
+passes without a verdict (traffic returns to the champion; nothing is promoted). The controller
+(`promotion.py`) feeds it rewards from the decision log and applies its actions to a deployment
+target; the benchmark feeds it simulated rewards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rlops_plugin.deploy.sequential import NON_INFERIOR, WORSE, RewardStats, SequentialResult, sequential_test
+from rlops_plugin.errors import ConfigError
+
+SHADOW, CANARY, AWAITING_APPROVAL, PROMOTED, ROLLED_BACK, INCONCLUSIVE = (
+    "shadow", "canary", "awaiting_approval", "promoted", "rolled_back", "inconclusive")
+FINAL = (PROMOTED, ROLLED_BACK, INCONCLUSIVE)
+
+
+@dataclass
+class PromotionPolicy:
+    """How a challenger earns promotion."""
+
+    steps: list[float] = field(default_factory=lambda: [0.05, 0.25, 0.5])
+    """Canary shares of decisions, in order; promotion follows the last."""
+    shadow_decisions: int = 200
+    """Decisions scored in shadow before the canary starts (0 skips shadow)."""
+    min_decisions_per_step: int = 200
+    """Challenger decisions a step must see before it may advance."""
+    alpha: float = 0.1
+    """Error rate of the two-sided always-valid interval (about alpha/2 per side)."""
+    tau_relative: float = 0.07
+    """Effect scale of the mSPRT mixture, as a fraction of the champion's mean reward."""
+    rollback_margin: float = 0.0
+    """Roll back once the challenger is shown worse by more than this fraction of the champion's reward."""
+    noninferiority_margin: float = 0.02
+    """A step advances once the challenger is shown no worse than this fraction below the champion."""
+    min_samples: int = 30
+    """Rewards needed on each side before the test may decide anything."""
+    max_duration_s: float = 3600.0
+    """Give up (inconclusive: back to the champion, nothing promoted) after this long."""
+    require_approval: bool = False
+    """Wait for `rlops approve NAME VERSION` before the final promotion."""
+    poll_interval_s: float = 5.0
+    """Seconds between looks at the decision log (the controller loop)."""
+
+    def __post_init__(self) -> None:
+        if not self.steps or any(not 0 < s <= 1 for s in self.steps) or self.steps != sorted(self.steps):
+            raise ConfigError(f"promotion steps must be increasing shares in (0, 1], got {self.steps}")
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"alpha must lie in (0, 1), got {self.alpha}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return asdict(self)
+
+
+@dataclass
+class Action:
+    """What the deployment should do now, and why."""
+
+    state: str
+    fraction: float
+    changed: bool
+    reason: str
+    test: SequentialResult | None = None
+
+
+class CanaryAnalysis:
+    """Shadow, canary steps, promote or roll back, from cumulative per-decision rewards."""
+
+    def __init__(self, policy: PromotionPolicy, started_at: float) -> None:
+        self.policy = policy
+        self.started_at = started_at
+        self.state = SHADOW if policy.shadow_decisions > 0 else CANARY
+        self.step_index = 0
+        self.step_start_challenger = 0
+
+    @property
+    def fraction(self) -> float:
+        """Current canary share (0 in shadow and after the end)."""
+        if self.state in (CANARY, AWAITING_APPROVAL):
+            return self.policy.steps[self.step_index]
+        return 1.0 if self.state == PROMOTED else 0.0
+
+    def update(self, challenger: np.ndarray | RewardStats, champion: np.ndarray | RewardStats, now: float,
+               shadow_seen: int = 0, approved: bool = False) -> Action:
+        """Advance the state machine with all rewards observed since the canary started."""
+        p = self.policy
+        if self.state in FINAL:
+            return Action(self.state, self.fraction, False, "analysis finished")
+        if now - self.started_at > p.max_duration_s:
+            self.state = INCONCLUSIVE
+            return Action(self.state, 0.0, True, f"no verdict within {p.max_duration_s:g}s: back to the champion, "
+                                                 "nothing promoted")
+        if self.state == SHADOW:
+            if shadow_seen < p.shadow_decisions:
+                return Action(SHADOW, 0.0, False, f"shadow: {shadow_seen}/{p.shadow_decisions} decisions scored")
+            self.state = CANARY
+            return Action(CANARY, self.fraction, True, f"shadow complete ({shadow_seen} decisions): canary at "
+                                                       f"{self.fraction:.0%}")
+        test = sequential_test(challenger, champion, p.alpha, p.tau_relative, p.rollback_margin,
+                               p.noninferiority_margin, p.min_samples)
+        if test.verdict == WORSE:
+            self.state = ROLLED_BACK
+            return Action(ROLLED_BACK, 0.0, True, test.reason, test)
+        step_seen = test.n_challenger - self.step_start_challenger
+        if self.state == AWAITING_APPROVAL:
+            if approved:
+                self.state = PROMOTED
+                return Action(PROMOTED, 1.0, True, f"approved; {test.reason}", test)
+            return Action(AWAITING_APPROVAL, self.fraction, False, "waiting for `rlops approve`", test)
+        if test.verdict == NON_INFERIOR and step_seen >= p.min_decisions_per_step:
+            if self.step_index + 1 < len(p.steps):
+                self.step_index += 1
+                self.step_start_challenger = test.n_challenger
+                return Action(CANARY, self.fraction, True, f"{test.reason}: canary to {self.fraction:.0%}", test)
+            if p.require_approval and not approved:
+                self.state = AWAITING_APPROVAL
+                return Action(AWAITING_APPROVAL, self.fraction, True, f"{test.reason}; awaiting approval", test)
+            self.state = PROMOTED
+            return Action(PROMOTED, 1.0, True, test.reason, test)
+        why = test.reason if test.verdict != NON_INFERIOR else \
+            f"{test.reason}, but only {step_seen}/{p.min_decisions_per_step} decisions in this step"
+        return Action(CANARY, self.fraction, False, f"hold at {self.fraction:.0%}: {why}", test)

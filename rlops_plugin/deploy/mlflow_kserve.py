@@ -1,0 +1,121 @@
+"""MLflow deployments target ``rlops-kserve``: InferenceServices through the Kubernetes API.
+
+    mlflow deployments create -t rlops-kserve:/NAMESPACE -m models:/cartpole@champion --name cartpole \\
+        -C tracking_uri=http://mlflow.rlops:5000 -C store_uri=postgresql://...
+    mlflow deployments update -t rlops-kserve:/NAMESPACE --name cartpole -m models:/cartpole@challenger \\
+        -C mode=canary -C fraction=0.05
+
+The namespace comes from the target URI (default ``default``); the cluster from ``KUBECONFIG``,
+``~/.kube/config`` or the in-cluster service account. ``-C`` options: ``mode`` (off, shadow,
+canary), ``fraction``, ``champion``, ``tracking_uri``, ``store_uri`` (defaults: MLFLOW_TRACKING_URI,
+RLOPS_STORE), ``logger_url`` (default: the rlops feedback collector service), ``canary_strategy``
+(``kserve``: KServe's traffic split between revisions; ``in-pod``: split inside one revision),
+``kubeconfig``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
+from mlflow.exceptions import MlflowException
+
+from rlops_plugin.deploy.kserve import KServeDeployments
+from rlops_plugin.deploy.local import challenger_defaults
+from rlops_plugin.errors import RLOpsError, to_mlflow_exception
+
+CLIENT_KEYS = {"tracking_uri", "store_uri", "logger_url", "canary_strategy", "kubeconfig"}
+CONFIG_KEYS = {"mode", "fraction", "champion"} | CLIENT_KEYS
+
+
+def _split(config: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    config = dict(config or {})
+    unknown = set(config) - CONFIG_KEYS
+    if unknown:
+        raise MlflowException(f"rlops-kserve: unknown config keys {sorted(unknown)}; known: {sorted(CONFIG_KEYS)}",
+                              error_code="INVALID_PARAMETER_VALUE")
+    return ({k: v for k, v in config.items() if k in CLIENT_KEYS},
+            {k: v for k, v in config.items() if k not in CLIENT_KEYS})
+
+
+class RLOpsKServeDeploymentClient(BaseDeploymentClient):
+    """Manages rlops InferenceServices for ``mlflow deployments``."""
+
+    def __init__(self, target_uri: str) -> None:
+        super().__init__(target_uri)
+        suffix = target_uri.split(":", 1)[1].strip("/") if ":" in target_uri else ""
+        self.namespace = suffix or "default"
+
+    def _client(self, client_cfg: dict[str, Any]) -> KServeDeployments:
+        try:
+            return KServeDeployments(self.namespace, **client_cfg)
+        except RLOpsError as exc:
+            raise to_mlflow_exception(exc) from exc
+
+    def _wrap(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = fn(*args, **kwargs)
+        except RLOpsError as exc:
+            raise to_mlflow_exception(exc) from exc
+        if isinstance(result, dict) and "metadata" in result:  # what `mlflow deployments` prints
+            result = {"name": result["metadata"].get("name"), "flavor": "rlops", **result}
+        return result
+
+    def create_deployment(self, name: str, model_uri: str, flavor: str | None = None,
+                          config: dict[str, Any] | None = None, endpoint: str | None = None) -> dict[str, Any]:
+        """Create an InferenceService; with mode shadow/canary ``model_uri`` is the challenger."""
+        client_cfg, cfg = _split(config)
+        mode = cfg.get("mode", "off")
+        kserve = self._client(client_cfg)
+        if mode == "off":
+            return self._wrap(kserve.create, name, model_uri)
+        champion = cfg.get("champion") or self._wrap(challenger_defaults, model_uri)
+        return self._wrap(kserve.create, name, champion, model_uri, mode, float(cfg.get("fraction", 0.0)))
+
+    def update_deployment(self, name: str, model_uri: str | None = None, flavor: str | None = None,
+                          config: dict[str, Any] | None = None, endpoint: str | None = None) -> dict[str, Any]:
+        """Patch the InferenceService: new champion, or a challenger in shadow/canary."""
+        client_cfg, cfg = _split(config)
+        kserve = self._client(client_cfg)
+        mode = cfg.get("mode", "off")
+        current = self._wrap(kserve.get, name)
+        annotations = current.get("metadata", {}).get("annotations", {})
+        champion = cfg.get("champion") or annotations.get("rlops.io/champion-uri") or annotations.get(
+            "rlops.io/model-uri")
+        if mode == "off":
+            return self._wrap(kserve.configure, name, model_uri or champion)
+        return self._wrap(kserve.configure, name, champion, model_uri, mode, float(cfg.get("fraction", 0.0)))
+
+    def delete_deployment(self, name: str, config: dict[str, Any] | None = None, endpoint: str | None = None) -> None:
+        """Delete the InferenceService."""
+        client_cfg, _ = _split(config)
+        self._wrap(self._client(client_cfg).delete, name)
+
+    def list_deployments(self, endpoint: str | None = None) -> list[dict[str, Any]]:
+        """rlops InferenceServices in the namespace."""
+        return self._wrap(self._client({}).list)
+
+    def get_deployment(self, name: str, endpoint: str | None = None) -> dict[str, Any]:
+        """The InferenceService object."""
+        return self._wrap(self._client({}).get, name)
+
+    def predict(self, deployment_name: str | None = None, inputs: Any = None,
+                endpoint: str | None = None) -> PredictionsResponse:
+        """Decisions through the InferenceService URL."""
+        from rlops_plugin.deploy.mlflow_local import _instances
+
+        rows = self._wrap(self._client({}).predict, deployment_name, _instances(inputs))
+        return PredictionsResponse({"predictions": rows})
+
+
+def run_local(target: str, name: str, model_uri: str, flavor: str | None = None,
+              config: dict[str, Any] | None = None) -> None:
+    """Run the same predictor locally (127.0.0.1:8080) for a quick check before deploying."""
+    from rlops_plugin.serving.server import main
+
+    main(["--model_uri", model_uri, "--model_name", name, "--http_port", "8080"])
+
+
+def target_help() -> str:
+    """Shown by ``mlflow deployments help -t rlops-kserve``."""
+    return __doc__ or ""

@@ -1,0 +1,245 @@
+"""The progressive-delivery controller: shadow -> canary steps -> promote, or roll back.
+
+It reads per-decision rewards by policy version from the decision log, feeds them to
+:class:`~rlops_plugin.deploy.analysis.CanaryAnalysis`, and applies each decision to a deployment
+target (``rlops-local`` servers or KServe InferenceServices) and to the registry aliases:
+
+* promotion moves ``champion`` to the challenger (the old champion stays as ``previous`` for
+  ``rlops rollback``) and removes ``challenger``;
+* rollback sets traffic back to the champion and removes ``challenger``;
+* a ``challenger`` alias that moves mid-analysis restarts the analysis for the new version;
+* no rewards, or NaN rewards, mean hold — never a promotion.
+
+Every state change is an audit event (an MLflow run with metrics, decision and reason).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from rlops_plugin.audit.events import AuditEvent, current_actor, record_event
+from rlops_plugin.deploy.analysis import (
+    AWAITING_APPROVAL,
+    CANARY,
+    FINAL,
+    INCONCLUSIVE,
+    PROMOTED,
+    ROLLED_BACK,
+    SHADOW,
+    Action,
+    CanaryAnalysis,
+    PromotionPolicy,
+)
+from rlops_plugin.errors import ConfigError, RegistryError
+from rlops_plugin.experience.join import JoinConfig, join_feedback
+from rlops_plugin.experience.store import open_store
+from rlops_plugin.flavor import registry
+from rlops_plugin.flavor.model import load_model_with_source
+
+logger = logging.getLogger(__name__)
+
+
+class DeploymentTarget(Protocol):
+    """Where traffic is routed: champion, challenger and the routing between them."""
+
+    def configure(self, name: str, champion_uri: str, challenger_uri: str | None, mode: str,
+                  fraction: float) -> Any:
+        """Serve this champion/challenger with this routing."""
+
+
+class LocalTarget:
+    """``rlops-local`` deployments (real local server processes)."""
+
+    def __init__(self, root: str | None = None) -> None:
+        from rlops_plugin.deploy.local import LocalDeployments
+
+        self.deployments = LocalDeployments(root)
+
+    def configure(self, name: str, champion_uri: str, challenger_uri: str | None, mode: str, fraction: float) -> Any:
+        return self.deployments.configure(name, champion_uri, challenger_uri or "", mode, fraction)
+
+
+class KServeTarget:
+    """``rlops-kserve`` deployments (InferenceServices)."""
+
+    def __init__(self, namespace: str = "default", **kwargs: Any) -> None:
+        from rlops_plugin.deploy.kserve import KServeDeployments
+
+        self.deployments = KServeDeployments(namespace, **kwargs)
+
+    def configure(self, name: str, champion_uri: str, challenger_uri: str | None, mode: str, fraction: float) -> Any:
+        return self.deployments.configure(name, champion_uri, challenger_uri, mode, fraction)
+
+
+def target_for(uri: str, **kwargs: Any) -> DeploymentTarget:
+    """A target from an MLflow-style target URI: ``rlops-local[:/state]`` or ``rlops-kserve[:/namespace]``."""
+    scheme, _, rest = uri.partition(":")
+    if scheme == "rlops-local":
+        return LocalTarget(rest or None)
+    if scheme == "rlops-kserve":
+        return KServeTarget(rest.strip("/") or "default", **kwargs)
+    raise ConfigError(f"unknown deployment target {uri!r}; use rlops-local or rlops-kserve[:/namespace]")
+
+
+@dataclass
+class _Side:
+    version: str
+    uri: str
+    policy_version: str
+
+
+class PromotionController:
+    """Drives one challenger of a registered model through shadow and canary to a verdict."""
+
+    def __init__(self, model_name: str, deployment: str, target: DeploymentTarget, store: str,
+                 policy: PromotionPolicy | None = None, served_model: str | None = None,
+                 join: JoinConfig | None = None, clock: Callable[[], float] = time.time,
+                 actor: str | None = None) -> None:
+        self.model_name = model_name
+        self.deployment = deployment
+        self.target = target
+        self.store_url = store
+        self.policy = policy or PromotionPolicy()
+        self.served_model = served_model
+        self.join = join or JoinConfig()
+        self.clock = clock
+        self.actor = actor or current_actor()
+        self.analysis: CanaryAnalysis | None = None
+        self.champion: _Side | None = None
+        self.challenger: _Side | None = None
+        self.since_seq = 0
+        self.events: list[AuditEvent] = []
+
+    # ----- lifecycle -----------------------------------------------------------------------
+    def _side(self, alias: str) -> _Side:
+        version = registry.get_alias_version(self.model_name, alias)
+        if version is None:
+            raise RegistryError(f"{self.model_name} has no {alias!r} alias")
+        uri = f"models:/{self.model_name}/{version}"
+        return _Side(version, uri, load_model_with_source(uri).policy_version)
+
+    def start(self) -> Action:
+        """Resolve champion and challenger, reset the analysis, route the challenger to shadow."""
+        self.champion, self.challenger = self._side("champion"), self._side("challenger")
+        if self.champion.version == self.challenger.version:
+            raise ConfigError(f"{self.model_name}: challenger and champion are the same version "
+                              f"{self.champion.version}")
+        with open_store(self.store_url) as store:
+            self.since_seq = store.max_seq()
+        self.analysis = CanaryAnalysis(self.policy, self.clock())
+        action = Action(self.analysis.state, self.analysis.fraction, True,
+                        f"version {self.challenger.version} challenges champion {self.champion.version}")
+        self._route(action.state, action.fraction)
+        self._audit("canary_step", "started", action.reason, {"fraction": action.fraction})
+        return action
+
+    def poll(self) -> Action:
+        """Look at the log once and act; returns what was decided."""
+        if self.analysis is None or self.challenger is None:
+            return self.start()
+        if self.analysis.state in FINAL:
+            return Action(self.analysis.state, self.analysis.fraction, False, "analysis finished")
+        current = registry.get_alias_version(self.model_name, "challenger")
+        if current != self.challenger.version:
+            self._audit("canary_step", "restarted", f"challenger alias moved from {self.challenger.version} to "
+                                                    f"{current}: analysis restarts", {})
+            if current is None:
+                return self._finish(Action(ROLLED_BACK, 0.0, True, "challenger alias removed"), remove_alias=False)
+            return self.start()
+        champion_rewards, challenger_rewards, shadow_seen = self._rewards()
+        approved = registry.approval_of(self.model_name, self.challenger.version) is not None
+        action = self.analysis.update(challenger_rewards, champion_rewards, self.clock(), shadow_seen, approved)
+        if action.changed:
+            if action.state in FINAL:
+                return self._finish(action)
+            self._route(action.state, action.fraction)
+            metrics = {"fraction": action.fraction, **_test_metrics(action)}
+            self._audit("canary_step", action.state, action.reason, metrics)
+        return action
+
+    def run(self, max_polls: int | None = None, sleep: Callable[[float], None] = time.sleep,
+            on_action: Callable[[Action], None] | None = None) -> Action:
+        """Start, then poll every ``poll_interval_s`` until a final verdict (or ``max_polls``)."""
+        action = self.start()
+        polls = 0
+        while action.state not in FINAL and (max_polls is None or polls < max_polls):
+            sleep(self.policy.poll_interval_s)
+            action = self.poll()
+            polls += 1
+            if on_action is not None:
+                on_action(action)
+        return action
+
+    # ----- internals -----------------------------------------------------------------------
+    def _sides(self) -> tuple[_Side, _Side]:
+        if self.champion is None or self.challenger is None:
+            raise ConfigError("the promotion controller has not been started")
+        return self.champion, self.challenger
+
+    def _rewards(self) -> tuple[np.ndarray, np.ndarray, int]:
+        with open_store(self.store_url) as store:
+            frame = join_feedback(store, self.join, model=self.served_model, since_seq=self.since_seq).decisions
+        champ, chal = self._sides()
+        rewards = frame["reward"].to_numpy(dtype=float)
+        versions = frame["policy_version"].to_numpy()
+        champion = rewards[versions == champ.policy_version]
+        challenger = rewards[versions == chal.policy_version]
+        shadow_seen = int((frame["shadow_policy"] == chal.policy_version).sum())
+        return champion, challenger, shadow_seen
+
+    def _route(self, state: str, fraction: float) -> None:
+        champ, chal = self._sides()
+        mode = "shadow" if state == SHADOW else "canary" if state in (CANARY, AWAITING_APPROVAL) else "off"
+        self.target.configure(self.deployment, champ.uri, chal.uri if mode != "off" else None, mode, fraction)
+
+    def _finish(self, action: Action, remove_alias: bool = True) -> Action:
+        champ, chal = self._sides()
+        metrics = _test_metrics(action)
+        if action.state == PROMOTED:
+            replaced = registry.promote(self.model_name, chal.version)
+            registry.delete_alias(self.model_name, "challenger")
+            self.target.configure(self.deployment, chal.uri, None, "off", 0.0)
+            self._audit("promotion", "promoted", action.reason, metrics,
+                        {"previous_champion": replaced, "new_champion": chal.version})
+        else:
+            self.target.configure(self.deployment, champ.uri, None, "off", 0.0)
+            if action.state == ROLLED_BACK and remove_alias:
+                registry.delete_alias(self.model_name, "challenger")
+            kind = "rollback" if action.state == ROLLED_BACK else "canary_step"
+            self._audit(kind, action.state, action.reason, metrics)
+        return action
+
+    def _audit(self, kind: str, decision: str, reason: str, metrics: dict[str, float],
+               details: dict[str, Any] | None = None) -> None:
+        version = self.challenger.version if self.challenger else None
+        event = AuditEvent(kind=kind, model_name=self.model_name, model_version=version, actor=self.actor,
+                           decision=decision, reason=reason, metrics=metrics,
+                           details={"deployment": self.deployment, "policy": self.policy.to_dict(),
+                                    "champion": self.champion.__dict__ if self.champion else None,
+                                    "challenger": self.challenger.__dict__ if self.challenger else None,
+                                    **(details or {})})
+        try:
+            self.events.append(record_event(event))
+        except Exception as exc:  # noqa: BLE001 - the deployment change already happened; keep it visible
+            logger.error("could not record audit event %s/%s: %s", kind, decision, exc)
+            self.events.append(event)
+        logger.info("%s %s: %s", kind, decision, reason)
+
+
+def _test_metrics(action: Action) -> dict[str, float]:
+    t = action.test
+    if t is None:
+        return {}
+    return {"reward_diff": t.difference, "reward_diff_ci_low": t.ci_low, "reward_diff_ci_high": t.ci_high,
+            "challenger_decisions": float(t.n_challenger), "champion_decisions": float(t.n_champion),
+            "challenger_reward_mean": t.challenger_mean, "champion_reward_mean": t.champion_mean}
+
+
+__all__ = ["AWAITING_APPROVAL", "CANARY", "INCONCLUSIVE", "PROMOTED", "ROLLED_BACK", "SHADOW", "KServeTarget",
+           "LocalTarget", "PromotionController", "PromotionPolicy", "target_for"]

@@ -1,0 +1,133 @@
+"""The sequential test and the canary state machine, on simulated rewards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rlops_plugin.deploy.analysis import (
+    AWAITING_APPROVAL,
+    CANARY,
+    INCONCLUSIVE,
+    PROMOTED,
+    ROLLED_BACK,
+    SHADOW,
+    CanaryAnalysis,
+    PromotionPolicy,
+)
+from rlops_plugin.deploy.sequential import (
+    CONTINUE,
+    NO_DATA,
+    NON_INFERIOR,
+    WORSE,
+    RewardStats,
+    always_valid_interval,
+    sequential_test,
+)
+from rlops_plugin.errors import ConfigError
+
+
+def test_stats_merge_equals_direct():
+    rng = np.random.default_rng(0)
+    values = rng.normal(3, 2, 1000)
+    merged = RewardStats()
+    for part in np.array_split(values, 7):
+        merged.add(part)
+    merged.add(np.array([np.nan]))
+    assert merged.n == 1000
+    assert merged.mean == pytest.approx(values.mean()) and merged.variance == pytest.approx(values.var(ddof=1))
+
+
+def test_verdicts():
+    rng = np.random.default_rng(1)
+    base = rng.random(20000) < 0.5
+    assert sequential_test(rng.random(3000) < 0.40, base).verdict == WORSE
+    assert sequential_test(rng.random(3000) < 0.60, base).verdict == NON_INFERIOR
+    assert sequential_test(rng.random(50) < 0.5, base[:50]).verdict == CONTINUE
+    assert sequential_test(np.array([1.0] * 10), base).verdict == NO_DATA
+    nan = sequential_test(np.full(500, np.nan), base)
+    assert nan.verdict == NO_DATA and "0 challenger" in nan.reason
+
+
+def test_interval_is_always_valid_under_the_null():
+    """Peeking after every 100 decisions, the interval excludes 0 in far fewer than alpha of runs."""
+    rng = np.random.default_rng(2)
+    excluded = 0
+    for _ in range(200):
+        c, b = RewardStats(), RewardStats()
+        for _ in range(60):
+            c.add(rng.random(50) < 0.5)
+            b.add(rng.random(50) < 0.5)
+            _, low, high = always_valid_interval(c, b, alpha=0.1, tau=0.035)
+            if low > 0 or high < 0:
+                excluded += 1
+                break
+    assert excluded / 200 <= 0.1
+
+
+def run(policy, ratio, rng, approve_at=None, max_polls=5000):
+    analysis = CanaryAnalysis(policy, started_at=0.0)
+    chal, champ = RewardStats(), RewardStats()
+    states, shadow = [], 0
+    for poll in range(max_polls):
+        if analysis.state in (PROMOTED, ROLLED_BACK, INCONCLUSIVE):
+            break
+        n_c = rng.binomial(100, analysis.fraction)
+        if analysis.state == SHADOW:
+            shadow += 100
+        else:
+            chal.add((rng.random(n_c) < 0.5 * ratio).astype(float))
+            champ.add((rng.random(100 - n_c) < 0.5).astype(float))
+        action = analysis.update(chal, champ, now=poll, shadow_seen=shadow,
+                                 approved=approve_at is not None and poll >= approve_at)
+        states.append((action.state, action.fraction))
+    return analysis, states
+
+
+def test_better_candidate_walks_every_step_then_promotes():
+    analysis, states = run(PromotionPolicy(max_duration_s=1e9), 1.2, np.random.default_rng(3))
+    assert analysis.state == PROMOTED
+    fractions = [f for s, f in states if s == CANARY]
+    assert sorted(set(fractions)) == [0.05, 0.25, 0.5] and states[0][0] == SHADOW
+
+
+def test_worse_candidate_is_rolled_back_before_full_promotion():
+    analysis, states = run(PromotionPolicy(max_duration_s=1e9), 0.8, np.random.default_rng(4))
+    assert analysis.state == ROLLED_BACK and max(f for _, f in states) < 1.0
+
+
+def test_equal_candidates_are_rarely_rolled_back_and_never_promoted_early():
+    """Repeated simulated canaries: false rollbacks stay within the configured error rate."""
+    policy = PromotionPolicy(max_duration_s=300, shadow_decisions=0)
+    rng = np.random.default_rng(5)
+    outcomes = [run(policy, 1.0, rng)[0] for _ in range(200)]
+    rollbacks = sum(a.state == ROLLED_BACK for a in outcomes) / len(outcomes)
+    assert rollbacks <= policy.alpha
+    for a in outcomes:
+        if a.state == PROMOTED:
+            assert a.step_index == len(policy.steps) - 1  # only after the last step's test concluded
+
+
+def test_no_rewards_means_hold_then_inconclusive():
+    policy = PromotionPolicy(max_duration_s=10, shadow_decisions=0)
+    analysis = CanaryAnalysis(policy, started_at=0.0)
+    for t in range(10):
+        action = analysis.update(np.array([]), np.array([np.nan] * 100), now=t)
+        assert action.state == CANARY and not action.changed and "waiting for rewards" in action.reason
+    final = analysis.update(np.array([]), np.array([]), now=11)
+    assert final.state == INCONCLUSIVE and final.fraction == 0.0
+
+
+def test_approval_gates_the_final_promotion():
+    policy = PromotionPolicy(require_approval=True, max_duration_s=1e9)
+    analysis, states = run(policy, 1.3, np.random.default_rng(6), approve_at=None, max_polls=400)
+    assert analysis.state == AWAITING_APPROVAL and states[-1][1] == 0.5
+    analysis, _ = run(policy, 1.3, np.random.default_rng(6), approve_at=300, max_polls=2000)
+    assert analysis.state == PROMOTED
+
+
+def test_bad_policies():
+    with pytest.raises(ConfigError, match="increasing shares"):
+        PromotionPolicy(steps=[0.5, 0.25])
+    with pytest.raises(ConfigError, match="alpha"):
+        PromotionPolicy(alpha=1.5)
