@@ -76,17 +76,25 @@ def read_json(path: Path, name: str) -> Any:
 
 
 def sniff_safetensors(path: Path, name: str) -> bytes:
-    """Read a weights file after checking it is safetensors, not a pickle or zip archive."""
+    """Read a weights file after checking it is safetensors, not a pickle or zip archive.
+
+    The safetensors structure (an 8-byte little-endian header length, then a JSON object) is checked
+    first: its first byte is part of that length and can be anything, including bytes that also start
+    pickles. Only a file that is *not* safetensors is then named for what it looks like.
+    """
     data = path.read_bytes()
-    if data[:1] == b"\x80" or data[:2] == b"PK" or data[:1] in (b"(", b"c", b"]", b"}"):
-        kind = "a zip (torch.save) archive" if data[:2] == b"PK" else "a pickle"
-        raise UnsafeArtifactError(
-            f"{name}: looks like {kind}, not safetensors; rlops never unpickles weights. "
-            "Re-save the policy with rlops (safetensors)."
-        )
-    if len(data) < 10:
-        raise UnsafeArtifactError(f"{name}: too short to be a safetensors file")
-    (header_len,) = struct.unpack("<Q", data[:8])
-    if header_len > len(data) - 8 or data[8:9] != b"{":
+    if len(data) >= 10:
+        (header_len,) = struct.unpack("<Q", data[:8])
+        header = data[8:8 + header_len].rstrip(b" ")  # safetensors pads its JSON header with spaces
+        if 2 <= header_len <= len(data) - 8 and header[:1] == b"{" and header[-1:] == b"}":
+            return data
+    if data[:2] == b"PK":
+        kind = "a zip (torch.save) archive"
+    elif data[:1] == b"\x80" or data[:1] in (b"(", b"c", b"]", b"}"):
+        kind = "a pickle"
+    else:
         raise UnsafeArtifactError(f"{name}: not a safetensors file (bad header)")
-    return data
+    raise UnsafeArtifactError(
+        f"{name}: looks like {kind}, not safetensors; rlops never unpickles weights. "
+        "Re-save the policy with rlops (safetensors)."
+    )

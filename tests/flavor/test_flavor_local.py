@@ -73,3 +73,11 @@ def test_not_an_rlops_model(tmp_path):
         flavor.load_local_model(tmp_path)
     with pytest.raises(ConfigError, match="expects a PolicyBundle"):
         flavor.save_model(object(), tmp_path / "x")
+
+
+def test_weights_whose_header_length_starts_like_a_pickle_still_load(tmp_path):
+    """The first byte of a safetensors file is part of its header length: 0x80 must not read as a pickle."""
+    bundle = PolicyBundle.create(EnvSpec(id="CartPole-v1"), config={"hidden_sizes": []})
+    assert bundle.policy.weights_bytes()[:1] == b"\x80"
+    flavor.save_model(bundle, tmp_path / "m")
+    assert flavor.load_local_model(tmp_path / "m").hashes() == bundle.hashes()
