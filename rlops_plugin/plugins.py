@@ -28,6 +28,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "rlops_plugin.default_plugins.rewards",
     "rlops_plugin.default_plugins.architectures",
     "rlops_plugin.default_plugins.trainers",
+    "rlops_plugin.default_plugins.monitors",
     "rlops_plugin.default_plugins.scenarios",
     "rlops_plugin.default_plugins.gates",
 )
@@ -184,3 +185,8 @@ def scenario_suites() -> Registry[Any]:
 def gate_checks() -> Registry[Any]:
     """Gate checks registered through ``rlops_register_gate_checks``."""
     return registry("rlops_register_gate_checks", "gate check")
+
+
+def monitors() -> Registry[Any]:
+    """Drift monitors registered through ``rlops_register_monitors``."""
+    return registry("rlops_register_monitors", "monitor")

@@ -1,0 +1,303 @@
+"""Retraining triggers: rules over window summaries that emit :class:`TriggerEvent` and call hooks.
+
+Rules (written as strings on the command line, objects in code):
+
+* ``drift:SIGNAL:K`` (:class:`DriftStreakRule`): the signal drifted in K consecutive windows.
+  ``SIGNAL`` ``*`` makes one rule per monitored signal, ``any`` watches the window as a whole. A
+  window where the signal is insufficient (or not drifted) resets the streak; a streak fires once.
+* ``reward-below:THRESHOLD[:CONFIDENCE[:COLUMN]]`` (:class:`RewardBelowRule`): the one-sided
+  upper confidence bound of the window's mean reward (``COLUMN`` ``reward``, the default, or
+  ``return`` for episode returns) is below ``THRESHOLD``: with the stated confidence (default 0.95)
+  the policy now earns less. It fires once, then re-arms when a window's bound is back above.
+* ``schedule:DURATION`` (:class:`ScheduleRule`): at least ``DURATION`` (``90s``, ``30m``, ``24h``,
+  ``7d``) of decision time has passed since the last firing (or since the first window).
+
+Every event goes to all ``rlops_on_trigger`` hook implementations (results collected on the event)
+and then to the trigger actions chosen with ``--on-trigger`` (:mod:`.actions`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any, Protocol
+
+from rlops_plugin import plugins
+from rlops_plugin.monitoring.config import DEFAULT_RULES
+from rlops_plugin.monitoring.errors import MonitorConfigError, TriggerError
+from rlops_plugin.monitoring.results import DRIFT, INSUFFICIENT
+from rlops_plugin.monitoring.summary import WindowSummary
+
+
+@dataclass
+class TriggerEvent:
+    """A retraining trigger: which rule fired, for which model and policy, on which window, and why."""
+
+    rule: str
+    model: str | None
+    policy_version: str | None
+    window: int
+    evidence: dict[str, Any]
+    time: float = field(default_factory=time.time)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    results: list[Any] = field(default_factory=list)
+    """What the ``rlops_on_trigger`` implementations returned (``None`` answers are dropped)."""
+    actions: dict[str, Any] = field(default_factory=dict)
+    """What each ``--on-trigger`` action returned, by action spec."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (hook results that are not JSON are stored as their ``repr``)."""
+        return {"id": self.id, "rule": self.rule, "model": self.model, "policy_version": self.policy_version,
+                "window": self.window, "time": self.time, "evidence": _jsonable(self.evidence),
+                "results": [_jsonable(r) for r in self.results],
+                "actions": {k: _jsonable(v) for k, v in self.actions.items()}}
+
+
+class TriggerRule(Protocol):
+    """A rule: ``name`` and ``check(summary)`` returning evidence when it fires, else ``None``."""
+
+    name: str
+
+    def check(self, summary: WindowSummary) -> dict[str, Any] | None:
+        """Evidence dict when the rule fires on this window, else ``None``."""
+
+
+@dataclass
+class DriftStreakRule:
+    """Fires when ``signal`` drifted in ``windows`` consecutive windows (``any``: the whole window)."""
+
+    signal: str
+    windows: int = 2
+    streak: int = 0
+    history: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.windows < 1:
+            raise MonitorConfigError(f"drift rule: K must be >= 1, got {self.windows}")
+
+    @property
+    def name(self) -> str:
+        """Rule string."""
+        return f"drift:{self.signal}:{self.windows}"
+
+    def check(self, summary: WindowSummary) -> dict[str, Any] | None:
+        """Count the streak; fire once when it reaches K."""
+        if self.signal == "any":
+            drifted = summary.status == DRIFT
+        else:
+            result = summary.signals.get(self.signal)
+            drifted = result is not None and result.status == DRIFT
+        if not drifted:
+            self.streak, self.history = 0, []
+            return None
+        self.streak += 1
+        self.history.append(summary.index)
+        if self.streak != self.windows:
+            return None
+        columns = (summary.drifted_columns() if self.signal == "any"
+                   else summary.signals[self.signal].drifted_columns())
+        evidence: dict[str, Any] = {"signal": self.signal, "windows": list(self.history),
+                                    "drifted_columns": columns, "drift_share": summary.drift_share}
+        if self.signal != "any":
+            evidence["scores"] = {c.column: {"stattest": c.stattest, "score": c.score, "threshold": c.threshold}
+                                  for c in summary.signals[self.signal].columns if c.drifted}
+        return evidence
+
+
+@dataclass
+class RewardBelowRule:
+    """Fires when the upper confidence bound of the window's mean reward is below ``threshold``."""
+
+    threshold: float
+    confidence: float = 0.95
+    column: str = "reward"
+    min_samples: int = 30
+    armed: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.confidence < 1.0:
+            raise MonitorConfigError(f"reward-below: confidence must lie in [0.5, 1), got {self.confidence}")
+        if self.column not in ("reward", "return"):
+            raise MonitorConfigError(f"reward-below: column must be 'reward' or 'return', got {self.column!r}")
+        if not math.isfinite(self.threshold):
+            raise MonitorConfigError(f"reward-below: threshold must be finite, got {self.threshold}")
+
+    @property
+    def name(self) -> str:
+        """Rule string."""
+        return f"reward-below:{self.threshold:g}:{self.confidence:g}:{self.column}"
+
+    def check(self, summary: WindowSummary) -> dict[str, Any] | None:
+        """Fire once when ``mean + z * std / sqrt(n) < threshold``; re-arm when the bound is above again."""
+        prefix = "reward" if self.column == "reward" else "return"
+        mean, std, n = (getattr(summary, f"{prefix}_{k}") for k in ("mean", "std", "n"))
+        if summary.status == INSUFFICIENT or mean is None or n < self.min_samples:
+            return None
+        z = NormalDist().inv_cdf(self.confidence)
+        ucb = float(mean + z * (std or 0.0) / math.sqrt(n))
+        if ucb >= self.threshold:
+            self.armed = True
+            return None
+        if not self.armed:
+            return None
+        self.armed = False
+        return {"column": self.column, "mean": mean, "std": std, "n": n, "confidence": self.confidence,
+                "upper_bound": ucb, "threshold": self.threshold}
+
+
+@dataclass
+class ScheduleRule:
+    """Fires every ``every_s`` seconds of decision time (the windows' timestamps)."""
+
+    every_s: float
+    last: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.every_s > 0:
+            raise MonitorConfigError(f"schedule: duration must be positive, got {self.every_s}")
+
+    @property
+    def name(self) -> str:
+        """Rule string."""
+        return f"schedule:{self.every_s:g}s"
+
+    def check(self, summary: WindowSummary) -> dict[str, Any] | None:
+        """Fire when the window ends at least ``every_s`` after the last firing (or the first window)."""
+        if summary.end_ts is None:
+            return None
+        if self.last is None:
+            self.last = summary.start_ts if summary.start_ts is not None else summary.end_ts
+        if summary.end_ts - self.last < self.every_s:
+            return None
+        since, self.last = self.last, summary.end_ts
+        return {"every_s": self.every_s, "since_ts": since, "window_end_ts": summary.end_ts}
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``"90"``, ``"90s"``, ``"30m"``, ``"24h"`` or ``"7d"``."""
+    match = _DURATION.match(str(text))
+    if not match:
+        raise MonitorConfigError(f"duration {text!r}: write a number with an optional unit ms, s, m, h or d")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_rule(text: str, signals: Sequence[str] = ()) -> list[TriggerRule]:
+    """Rules from one rule string (``drift:*:2`` gives one rule per name in ``signals``)."""
+    kind, _, rest = str(text).strip().partition(":")
+    args = [a for a in rest.split(":")] if rest else []
+    try:
+        if kind == "drift":
+            signal = args[0] if args else "any"
+            k = int(args[1]) if len(args) > 1 else 2
+            if len(args) > 2:
+                raise ValueError("too many fields")
+            if signal == "*":
+                return [DriftStreakRule(s, k) for s in signals]
+            if signal != "any" and signals and signal not in signals:
+                raise MonitorConfigError(f"trigger {text!r}: signal {signal!r} is not monitored "
+                                         f"(monitored: {', '.join(signals)})")
+            return [DriftStreakRule(signal, k)]
+        if kind == "reward-below":
+            if not args or len(args) > 3:
+                raise ValueError("expected reward-below:THRESHOLD[:CONFIDENCE[:COLUMN]]")
+            return [RewardBelowRule(float(args[0]), float(args[1]) if len(args) > 1 else 0.95,
+                                    args[2] if len(args) > 2 else "reward")]
+        if kind == "schedule":
+            if len(args) != 1:
+                raise ValueError("expected schedule:DURATION")
+            return [ScheduleRule(parse_duration(args[0]))]
+    except (ValueError, IndexError) as exc:
+        if isinstance(exc, MonitorConfigError):
+            raise
+        raise MonitorConfigError(f"trigger {text!r}: {exc}") from None
+    raise MonitorConfigError(f"trigger {text!r}: rules are drift:SIGNAL:K, reward-below:THRESHOLD[:CONFIDENCE"
+                             "[:COLUMN]] and schedule:DURATION")
+
+
+def parse_rules(texts: Sequence[str], signals: Sequence[str] = ()) -> list[TriggerRule]:
+    """Every rule named by ``texts`` (duplicates removed, order kept)."""
+    rules: dict[str, TriggerRule] = {}
+    for text in texts:
+        for rule in parse_rule(text, signals):
+            rules.setdefault(rule.name, rule)
+    return list(rules.values())
+
+
+def deliver(event: TriggerEvent, actions: Sequence[str] = ()) -> TriggerEvent:
+    """Call every ``rlops_on_trigger`` implementation, then each action; record what they returned."""
+    from rlops_plugin.monitoring.actions import resolve_action
+
+    pm = plugins.get_plugin_manager()
+    try:
+        results = pm.hook.rlops_on_trigger(event=event)
+    except Exception as exc:  # any plugin error: re-raised typed, naming the event
+        raise TriggerError(f"an rlops_on_trigger implementation failed on {event.rule} (window {event.window}): "
+                           f"{type(exc).__name__}: {exc}") from exc
+    event.results = list(results)
+    for spec in actions:
+        event.actions[spec] = resolve_action(spec)(event)
+    return event
+
+
+class TriggerEngine:
+    """Checks every rule on each window summary and delivers the events that fire."""
+
+    def __init__(self, rules: Sequence[TriggerRule], *, model: str | None = None,
+                 actions: Sequence[str] = ()) -> None:
+        from rlops_plugin.monitoring.actions import resolve_action
+
+        self.rules = list(rules)
+        self.model = model
+        self.actions = list(actions)
+        for spec in self.actions:
+            resolve_action(spec)  # unknown actions fail before the first window, not at the first trigger
+        self.events: list[TriggerEvent] = []
+
+    def observe(self, summary: WindowSummary) -> list[TriggerEvent]:
+        """Check the rules on one window; deliver and return the events (also put on ``summary.triggers``)."""
+        fired = []
+        for rule in self.rules:
+            evidence = rule.check(summary)
+            if evidence is None:
+                continue
+            event = TriggerEvent(rule.name, self.model or summary.model, summary.policy_version, summary.index,
+                                 evidence)
+            fired.append(deliver(event, self.actions))
+        summary.triggers.extend(fired)
+        self.events.extend(fired)
+        return fired
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with non-finite floats as ``None``, numpy scalars as Python, other objects as ``repr``."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "to_dict") and not isinstance(value, type):
+        return _jsonable(value.to_dict())
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+__all__ = ["DEFAULT_RULES", "DriftStreakRule", "RewardBelowRule", "ScheduleRule", "TriggerEngine",
+           "TriggerEvent", "TriggerRule", "deliver", "parse_duration", "parse_rule", "parse_rules"]
