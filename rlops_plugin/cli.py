@@ -112,7 +112,9 @@ def plugins_cmd() -> None:
 
     click.echo("plugins: " + ", ".join(plugins.plugin_names()))
     for kind, reg in (("envs", plugins.envs()), ("rewards", plugins.rewards()),
-                      ("architectures", plugins.architectures())):
+                      ("architectures", plugins.architectures()), ("trainers", plugins.trainers()),
+                      ("monitors", plugins.monitors()), ("scenario suites", plugins.scenario_suites()),
+                      ("gate checks", plugins.gate_checks())):
         for entry in reg.entries():
             click.echo(f"  {kind:<14} {entry.name:<28} {entry.plugin}  {entry.description}")
 
@@ -405,6 +407,22 @@ def approve(name: str, version: str, actor: str | None, note: str) -> None:
     click.echo(f"{name} version {version} approved by {who} at {tags['rlops.approval.at']}")
 
 
+@main.command()
+@click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["json", "html"]), default="json", show_default=True)
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+def audit(name: str, fmt: str, out: str | None) -> None:
+    """Export the audit trail of registered model NAME (updates, gates, canaries, promotions, rollbacks)."""
+    from rlops_plugin.audit.export import to_html, to_json
+
+    text = to_json(name) if fmt == "json" else to_html(name, os.environ.get("MLFLOW_TRACKING_URI"))
+    if out:
+        Path(out).write_text(text)
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text)
+
+
 @main.group()
 def manifests() -> None:
     """Kubernetes manifests (KServe ServingRuntime, InferenceService, collector, RBAC)."""
@@ -425,6 +443,75 @@ def manifests_generate(out: str, namespace: str, image: str | None) -> None:
         for doc in yaml.safe_load_all(path.read_text()):
             validate_manifest(doc)
         click.echo(f"wrote {path}")
+
+
+@main.group()
+def pipeline() -> None:
+    """Kubeflow pipelines: compile, run locally with kfp.local, submit to a cluster."""
+
+
+def _pipeline_arguments(model: str, store: str, deployment: str | None, trainer: str, args: tuple[str, ...]
+                        ) -> dict[str, Any]:
+    arguments: dict[str, Any] = {"model_name": model, "store": store, "trainer": trainer}
+    if deployment:
+        arguments["deployment"] = deployment
+    for item in args:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--arg")
+        try:
+            arguments[key] = json.loads(value)
+        except json.JSONDecodeError:
+            arguments[key] = value
+    return arguments
+
+
+@pipeline.command("compile")
+@click.option("--out", default="manifests/pipelines", show_default=True, type=click.Path(file_okay=False))
+def pipeline_compile(out: str) -> None:
+    """Compile every component and pipeline to YAML (generated files, kept fresh by a test)."""
+    from rlops_plugin.pipelines.compile import compile_all
+
+    for path in compile_all(out):
+        click.echo(f"wrote {path}")
+
+
+@pipeline.command("run")
+@click.option("--local", "local_run", is_flag=True, required=True, help="Run with kfp.local (required here).")
+@click.option("--model", "model", required=True, help="Registered model name (its @champion is retrained).")
+@click.option("--store", envvar="RLOPS_STORE", required=True)
+@click.option("--deployment", default=None, help="Local deployment to canary the challenger on.")
+@click.option("--trainer", default="cql", show_default=True)
+@click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="Other pipeline parameters (JSON values).")
+@click.option("--pipeline-root", default=".rlops/kfp", show_default=True)
+def pipeline_run(local_run: bool, model: str, store: str, deployment: str | None, trainer: str,
+                 args: tuple[str, ...], pipeline_root: str) -> None:
+    """Run one continuous-improvement cycle locally against the local MLflow server and deployment."""
+    from rlops_plugin.pipelines.run import run_local
+
+    result = run_local(_pipeline_arguments(model, store, deployment, trainer, args), pipeline_root)
+    click.echo(f"pipeline finished in {result['wall_s']:.1f}s; outputs under {result['pipeline_root']}")
+
+
+@pipeline.command("submit")
+@click.option("--host", required=True, help="Kubeflow Pipelines API endpoint.")
+@click.option("--model", "model", required=True)
+@click.option("--store", envvar="RLOPS_STORE", required=True, help="Store URL reachable from the cluster.")
+@click.option("--deployment", default=None)
+@click.option("--trainer", default="cql", show_default=True)
+@click.option("--arg", "args", multiple=True, metavar="KEY=VALUE")
+@click.option("--experiment", default="rlops", show_default=True)
+@click.option("--cron", default=None, help="Cron expression: create a recurring run (scheduled retraining).")
+@click.option("--namespace", default=None)
+@click.option("--service-account", default="rlops-pipeline", show_default=True)
+def pipeline_submit(host: str, model: str, store: str, deployment: str | None, trainer: str, args: tuple[str, ...],
+                    experiment: str, cron: str | None, namespace: str | None, service_account: str) -> None:
+    """Upload and start the pipeline on a Kubeflow cluster (or schedule it with --cron)."""
+    from rlops_plugin.pipelines.run import submit
+
+    out = submit(host, _pipeline_arguments(model, store, deployment, trainer, args), experiment, cron=cron,
+                 namespace=namespace, service_account=service_account)
+    click.echo(json.dumps(out))
 
 
 @main.command("trainers")
@@ -452,6 +539,16 @@ def quickstart(root: str, tracking_uri: str | None) -> None:
     from rlops_plugin.quickstart import run_quickstart
 
     run_quickstart(root, tracking_uri, echo=click.echo)
+
+
+def _attach_subcommands() -> None:
+    """Commands defined next to their feature (light imports; heavy ones happen inside the command)."""
+    from rlops_plugin.monitoring.cli import monitor
+
+    main.add_command(monitor)
+
+
+_attach_subcommands()
 
 
 if __name__ == "__main__":

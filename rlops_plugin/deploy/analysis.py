@@ -48,8 +48,14 @@ class PromotionPolicy:
     """Wait for `rlops approve NAME VERSION` before the final promotion."""
     poll_interval_s: float = 5.0
     """Seconds between looks at the decision log (the controller loop)."""
+    metric: str = "decision"
+    """``decision``: per-decision rewards (bandit-like traffic); ``episode``: returns of complete
+    episodes played by one policy (episodic traffic with sticky ``routing_key = episode_id``, where
+    per-step rewards such as CartPole's constant 1.0 say nothing about policy quality)."""
 
     def __post_init__(self) -> None:
+        if self.metric not in ("decision", "episode"):
+            raise ConfigError(f"metric must be 'decision' or 'episode', got {self.metric!r}")
         if not self.steps or any(not 0 < s <= 1 for s in self.steps) or self.steps != sorted(self.steps):
             raise ConfigError(f"promotion steps must be increasing shares in (0, 1], got {self.steps}")
         if not 0 < self.alpha < 1:

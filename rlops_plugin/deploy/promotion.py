@@ -186,12 +186,14 @@ class PromotionController:
         with open_store(self.store_url) as store:
             frame = join_feedback(store, self.join, model=self.served_model, since_seq=self.since_seq).decisions
         champ, chal = self._sides()
+        shadow_seen = int((frame["shadow_policy"] == chal.policy_version).sum())
+        if self.policy.metric == "episode":
+            returns = episode_returns(frame)
+            return (returns.get(champ.policy_version, np.array([])), returns.get(chal.policy_version, np.array([])),
+                    shadow_seen)
         rewards = frame["reward"].to_numpy(dtype=float)
         versions = frame["policy_version"].to_numpy()
-        champion = rewards[versions == champ.policy_version]
-        challenger = rewards[versions == chal.policy_version]
-        shadow_seen = int((frame["shadow_policy"] == chal.policy_version).sum())
-        return champion, challenger, shadow_seen
+        return rewards[versions == champ.policy_version], rewards[versions == chal.policy_version], shadow_seen
 
     def _route(self, state: str, fraction: float) -> None:
         champ, chal = self._sides()
@@ -230,6 +232,23 @@ class PromotionController:
             logger.error("could not record audit event %s/%s: %s", kind, decision, exc)
             self.events.append(event)
         logger.info("%s %s: %s", kind, decision, reason)
+
+
+def episode_returns(frame: Any) -> dict[str, np.ndarray]:
+    """Returns of complete episodes decided by a single policy version, grouped by that version.
+
+    An episode counts once its terminal reward arrived (``episode_end``) and every step has a reward;
+    episodes whose decisions came from two policies (non-sticky routing) are left out.
+    """
+    episodic = frame[frame["episode_id"].notna()]
+    if episodic.empty:
+        return {}
+    grouped = episodic.groupby("episode_id").agg(
+        versions=("policy_version", "nunique"), version=("policy_version", "first"),
+        ended=("episode_end", lambda s: s.notna().any()), missing=("reward", lambda s: s.isna().any()),
+        total=("reward", "sum"))
+    complete = grouped[(grouped["versions"] == 1) & grouped["ended"] & ~grouped["missing"]]
+    return {version: group["total"].to_numpy(dtype=float) for version, group in complete.groupby("version")}
 
 
 def _test_metrics(action: Action) -> dict[str, float]:

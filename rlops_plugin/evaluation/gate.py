@@ -122,6 +122,13 @@ class GateResult:
         """Reasons of failed checks (empty when passed)."""
         return [f"{c.name}: {c.reason}" for c in self.checks if not c.passed]
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GateResult:
+        """Inverse of :meth:`to_dict` (the gate result passed between pipeline steps)."""
+        checks = [CheckResult(**c) for c in data.get("checks", [])]
+        return cls(bool(data["passed"]), checks, data["candidate"], data.get("champion"), data.get("policy", {}),
+                   data.get("summary", {}), data.get("decided_at", time.time()))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON form (the artifact ``gate/result.json``)."""
         return {"passed": self.passed, "candidate": self.candidate, "champion": self.champion,

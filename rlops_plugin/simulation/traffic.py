@@ -1,7 +1,8 @@
 """Drive a policy server with simulated episodes, like production traffic would.
 
 Several environments step in lockstep; each step sends one batched decision request (with
-episode ids and steps) through the real HTTP serving path, executes the returned actions,
+episode ids and steps; the episode id is also the routing key, so a canary assigns whole episodes
+to one policy) through the real HTTP serving path, executes the returned actions,
 and posts rewards to the feedback endpoint — optionally ``feedback_delay`` steps later, to
 exercise the delayed-reward join. Used by the benchmarks, the demo and tests.
 """
@@ -87,7 +88,7 @@ def simulate(client: DecisionClient, env_spec: EnvSpec, steps: int, n_envs: int 
     try:
         while stats.decisions < steps:
             rows = client.decide([{"obs": np.asarray(o, dtype=float).tolist(), "episode_id": episode[i],
-                                   "step": t[i]} for i, o in enumerate(obs)])
+                                   "step": t[i], "routing_key": episode[i]} for i, o in enumerate(obs)])
             events = []
             for i, (env, row) in enumerate(zip(envs, rows, strict=True)):
                 next_obs, reward, terminated, truncated, _ = env.step(row["action"])

@@ -131,3 +131,23 @@ def test_bad_policies():
         PromotionPolicy(steps=[0.5, 0.25])
     with pytest.raises(ConfigError, match="alpha"):
         PromotionPolicy(alpha=1.5)
+
+
+def test_episode_returns_count_only_complete_single_policy_episodes():
+    import pandas as pd
+
+    from rlops_plugin.deploy.promotion import episode_returns
+
+    rows = [  # (episode, version, reward, end)
+        ("a", "v1", 1.0, None), ("a", "v1", 1.0, "terminated"),            # complete: 2.0 for v1
+        ("b", "v2", 1.0, None), ("b", "v2", 1.0, None), ("b", "v2", 1.0, "truncated"),  # complete: 3.0 for v2
+        ("c", "v1", 1.0, None), ("c", "v2", 1.0, "terminated"),            # mixed policies: left out
+        ("d", "v2", 1.0, None),                                             # not ended: left out
+        ("e", "v1", np.nan, "terminated"),                                  # missing reward: left out
+        (None, "v1", 5.0, None),                                            # no episode: left out
+    ]
+    frame = pd.DataFrame(rows, columns=["episode_id", "policy_version", "reward", "episode_end"])
+    returns = episode_returns(frame)
+    assert {k: v.tolist() for k, v in returns.items()} == {"v1": [2.0], "v2": [3.0]}
+    with pytest.raises(ConfigError, match="metric"):
+        PromotionPolicy(metric="steps")

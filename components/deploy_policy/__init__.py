@@ -1,0 +1,1 @@
+"""The ``deploy_policy`` Kubeflow component."""

@@ -1,0 +1,1 @@
+"""The ``evaluate_policy`` Kubeflow component."""

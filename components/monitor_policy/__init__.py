@@ -1,0 +1,1 @@
+"""The ``monitor_policy`` Kubeflow component."""

@@ -1,0 +1,1 @@
+"""The ``record_cycle`` Kubeflow component."""

@@ -1,0 +1,1 @@
+"""The ``register_policy`` Kubeflow component."""

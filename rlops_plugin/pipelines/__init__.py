@@ -1,0 +1,1 @@
+"""Kubeflow pipelines: the continuous-improvement cycle built from the components in ``components/``."""

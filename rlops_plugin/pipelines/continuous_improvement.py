@@ -1,0 +1,58 @@
+"""The ``continuous_improvement`` pipeline: one improvement cycle of a deployed policy.
+
+build dataset -> train from the champion -> evaluate -> gate -> if passed: register as challenger
+-> shadow -> canary -> promote or roll back. An exit handler records the cycle in the audit trail
+whatever happens. Every step is a component from ``components/`` and every knob a parameter.
+"""
+
+from kfp import dsl  # no ``from __future__ import annotations``: kfp reads the real annotation types
+
+from components.build_dataset.component import build_dataset
+from components.deploy_policy.component import deploy_policy
+from components.evaluate_policy.component import evaluate_policy
+from components.gate_policy.component import gate_policy
+from components.record_cycle.component import record_cycle
+from components.register_policy.component import register_policy
+from components.train_policy.component import train_policy
+
+PIPELINE_NAME = "rlops-continuous-improvement"
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="Retrain a deployed RL policy from its own traffic, gate it, "
+                                              "canary it, promote or roll back.")
+def continuous_improvement(
+    model_name: str,
+    store: str,
+    tracking_uri: str = "",
+    served_model: str = "policy",
+    trainer: str = "cql",
+    trainer_config_json: str = "",
+    finetune_steps: int = 0,
+    eval_episodes: int = 20,
+    scenarios_json: str = "[]",
+    gate_policy_json: str = "",
+    deployment: str = "",
+    target: str = "rlops-local",
+    promotion_json: str = "",
+    simulate_traffic: bool = False,
+    join_window_s: float = 3600.0,
+) -> None:
+    """One cycle for ``model_name`` (the champion is ``models:/<model_name>@champion``)."""
+    champion = f"models:/{model_name}@champion"
+    with dsl.ExitHandler(record_cycle(name=model_name, tracking_uri=tracking_uri)):
+        data = build_dataset(store=store, bundle_uri=champion, served_model=served_model, window_s=join_window_s,
+                             tracking_uri=tracking_uri)
+        trained = train_policy(trainer=trainer, init_uri=champion, dataset=data.outputs["dataset"],
+                               config_json=trainer_config_json, finetune_steps=finetune_steps,
+                               eval_episodes=eval_episodes, tracking_uri=tracking_uri)
+        evaluate_policy(model_uri=trained.outputs["model_uri"], episodes=eval_episodes, scenarios_json=scenarios_json,
+                        tracking_uri=tracking_uri)
+        verdict = gate_policy(candidate_uri=trained.outputs["model_uri"], champion_uri=champion,
+                              policy_json=gate_policy_json, tracking_uri=tracking_uri)
+        with dsl.If(verdict.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - kfp condition syntax
+            registered = register_policy(model_uri=trained.outputs["model_uri"], name=model_name,
+                                         gate_result=verdict.outputs["result"], tracking_uri=tracking_uri)
+            with dsl.If(deployment != "", name="has-deployment"):
+                deploy_policy(name=model_name, deployment=deployment, store=store, target=target,
+                              promotion_json=promotion_json, served_model=served_model,
+                              simulate_traffic=simulate_traffic, tracking_uri=tracking_uri).after(registered)

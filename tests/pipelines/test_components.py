@@ -1,0 +1,72 @@
+"""Every component's function, called directly through ``component.python_func`` (no Kubeflow)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kfp import dsl
+
+from components.build_dataset.component import build_dataset
+from components.deploy_policy.component import deploy_policy
+from components.evaluate_policy.component import evaluate_policy
+from components.gate_policy.component import gate_policy
+from components.record_cycle.component import record_cycle
+from components.register_policy.component import register_policy
+from components.train_policy.component import train_policy
+from rlops_plugin.audit.events import list_events
+from rlops_plugin.flavor import get_alias_version, registry
+
+pytestmark = pytest.mark.integration
+FAST_PROMOTION = json.dumps({"steps": [0.5], "shadow_decisions": 100, "min_decisions_per_step": 10, "min_samples": 10,
+                             "metric": "episode", "poll_interval_s": 1, "max_duration_s": 300})
+
+
+def test_components_one_after_another(world, tracking, tmp_path):
+    name, champion = world["name"], f"models:/{world['name']}@champion"
+    dataset = dsl.Dataset(name="dataset", uri=str(tmp_path / "dataset"))
+    rows, digest = build_dataset.python_func(store=world["store"], bundle_uri=champion, dataset=dataset,
+                                             tracking_uri=world["tracking"])
+    assert rows > 1000 and digest.startswith("sha256:") and dataset.metadata["digest"] == digest
+    assert (tmp_path / "dataset" / "data.parquet").exists()
+
+    model = dsl.Model(name="model", uri=str(tmp_path / "model"))
+    metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / "metrics"))
+    model_uri, run_id, ret = train_policy.python_func(
+        trainer="cql", init_uri=champion, dataset=dataset, model=model, metrics=metrics,
+        config_json=json.dumps({"steps": 600}), eval_episodes=5, tracking_uri=world["tracking"])
+    assert model_uri.startswith("models:/m-") and run_id and ret > 0
+    assert model.metadata["dataset_digest"] == digest and (tmp_path / "model" / "MLmodel").exists()
+    assert "eval_return_mean" in metrics.metadata
+
+    report = dsl.HTML(name="report", uri=str(tmp_path / "report.html"))
+    value = evaluate_policy.python_func(model_uri=model_uri, report=report,
+                                        metrics=dsl.Metrics(name="m", uri=str(tmp_path / "m2")), episodes=5,
+                                        scenarios_json='["cartpole-safety"]', tracking_uri=world["tracking"])
+    assert value > 0 and "cartpole-safety/long_pole" in (tmp_path / "report.html").read_text()
+
+    result = dsl.Artifact(name="result", uri=str(tmp_path / "gate.json"))
+    passed = gate_policy.python_func(candidate_uri=model_uri, champion_uri=champion, result=result,
+                                     policy_json=json.dumps({"episodes": 5, "regression_margin": 0.5}),
+                                     tracking_uri=world["tracking"])
+    assert passed is True and json.loads((tmp_path / "gate.json").read_text())["passed"] is True
+
+    version = register_policy.python_func(model_uri=model_uri, name=name, gate_result=result,
+                                          tracking_uri=world["tracking"])
+    assert get_alias_version(name, "challenger") == version
+    mv = registry.client().get_model_version(name, version)
+    assert mv.tags["rlops.parent_version"] == "1" and mv.tags["rlops.dataset_digest"] == digest
+    assert mv.tags["rlops.trainer"] == "cql" and mv.tags["rlops.gate"] == "passed"
+
+    state, reason = deploy_policy.python_func(name=name, deployment=world["deployment"], store=world["store"],
+                                              target=world["target"], promotion_json=FAST_PROMOTION,
+                                              simulate_traffic=True, tracking_uri=world["tracking"])
+    assert state in ("promoted", "rolled_back"), reason
+    assert get_alias_version(name, "challenger") is None
+
+    status = dsl.PipelineTaskFinalStatus(state="SUCCEEDED", pipeline_job_resource_name="local-run-1",
+                                         pipeline_task_name="exit-handler", error_code=None, error_message=None)
+    run = record_cycle.python_func(name=name, status=status, tracking_uri=world["tracking"])
+    kinds = [e.kind for e in list_events(name)]
+    assert run and kinds[0] == "policy_update" and kinds[-1] == "pipeline_cycle"
+    assert {"canary_step"} <= set(kinds) and ("promotion" in kinds or "rollback" in kinds)
