@@ -95,15 +95,21 @@ def describe_version(bundle: PolicyBundle) -> str:
     if lineage.get("parent_version"):
         lines.append(f"Trained from version {lineage['parent_version']} "
                      f"(bundle {str(lineage.get('parent_bundle_sha', ''))[:12]}) by trainer "
-                     f"`{lineage.get('trainer', 'unknown')}` on dataset "
+                     f"`{trainer_label(lineage)}` on dataset "
                      f"{lineage.get('dataset_digest') or 'none (simulator)'}.")
     elif lineage.get("trainer"):
-        lines.append(f"Trained from scratch by trainer `{lineage['trainer']}` on dataset "
+        lines.append(f"Trained from scratch by trainer `{trainer_label(lineage)}` on dataset "
                      f"{lineage.get('dataset_digest') or 'none (simulator)'}.")
     else:
         lines.append("Initial version (no parent).")
     lines.append(f"Bundle sha256 {hashes['bundle']}.")
     return "\n\n".join(lines)
+
+
+def trainer_label(lineage: Any) -> str:
+    """``cql`` for one update, ``cql+sim_finetune`` for a chained one."""
+    chain = lineage.get("trainer_chain") or [lineage.get("trainer") or "unknown"]
+    return "+".join(str(t) for t in chain)
 
 
 def lineage_tags(bundle: PolicyBundle) -> dict[str, str]:
@@ -122,7 +128,7 @@ def lineage_tags(bundle: PolicyBundle) -> dict[str, str]:
     if bundle.lineage.get("dataset_digest"):
         tags[TAG_DATASET_DIGEST] = str(bundle.lineage["dataset_digest"])
     if bundle.lineage.get("trainer"):
-        tags[TAG_TRAINER] = str(bundle.lineage["trainer"])
+        tags[TAG_TRAINER] = trainer_label(bundle.lineage)
     return tags
 
 

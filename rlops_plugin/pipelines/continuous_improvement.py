@@ -28,6 +28,7 @@ def continuous_improvement(
     trainer: str = "cql",
     trainer_config_json: str = "",
     finetune_steps: int = 0,
+    finetune_config_json: str = "",
     eval_episodes: int = 20,
     scenarios_json: str = "[]",
     gate_policy_json: str = "",
@@ -35,6 +36,7 @@ def continuous_improvement(
     target: str = "rlops-local",
     promotion_json: str = "",
     simulate_traffic: bool = False,
+    traffic_env_json: str = "",
     join_window_s: float = 3600.0,
 ) -> None:
     """One cycle for ``model_name`` (the champion is ``models:/<model_name>@champion``)."""
@@ -44,7 +46,8 @@ def continuous_improvement(
                              tracking_uri=tracking_uri)
         trained = train_policy(trainer=trainer, init_uri=champion, dataset=data.outputs["dataset"],
                                config_json=trainer_config_json, finetune_steps=finetune_steps,
-                               eval_episodes=eval_episodes, tracking_uri=tracking_uri)
+                               finetune_config_json=finetune_config_json, eval_episodes=eval_episodes,
+                               tracking_uri=tracking_uri)
         evaluate_policy(model_uri=trained.outputs["model_uri"], episodes=eval_episodes, scenarios_json=scenarios_json,
                         tracking_uri=tracking_uri)
         verdict = gate_policy(candidate_uri=trained.outputs["model_uri"], champion_uri=champion,
@@ -55,4 +58,5 @@ def continuous_improvement(
             with dsl.If(deployment != "", name="has-deployment"):
                 deploy_policy(name=model_name, deployment=deployment, store=store, target=target,
                               promotion_json=promotion_json, served_model=served_model,
-                              simulate_traffic=simulate_traffic, tracking_uri=tracking_uri).after(registered)
+                              simulate_traffic=simulate_traffic, traffic_env_json=traffic_env_json,
+                              tracking_uri=tracking_uri).after(registered)

@@ -8,6 +8,7 @@ logic runs from the CLI, a notebook, ``kfp.local`` or a cluster.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -59,7 +60,8 @@ def build_dataset(store: str, bundle_uri: str, out_dir: str, served_model: str =
 
 def train_policy(trainer: str, init_uri: str, dataset_dir: str = "", config_json: str = "",
                  finetune_steps: int = 0, eval_episodes: int = 20, model_dir: str = "",
-                 experiment: str = "rlops-training", tracking_uri: str = "") -> dict[str, Any]:
+                 experiment: str = "rlops-training", tracking_uri: str = "",
+                 finetune_config_json: str = "") -> dict[str, Any]:
     """Train from the deployed checkpoint (then optionally fine-tune in the simulator); log to MLflow.
 
     Simulator trainers ignore ``dataset_dir`` (a pipeline always wires the dataset step in).
@@ -74,8 +76,9 @@ def train_policy(trainer: str, init_uri: str, dataset_dir: str = "", config_json
                     eval_episodes=eval_episodes, experiment=experiment)
     if finetune_steps > 0:
         base_return = outcome.metrics.get("eval/init_return_mean")
-        outcome = train("sim_finetune", outcome.model_uri or init_uri, None, {"total_steps": finetune_steps},
-                        eval_episodes=eval_episodes, experiment=experiment)
+        finetune = {**_json(finetune_config_json, "finetune_config_json"), "total_steps": finetune_steps}
+        outcome = train("sim_finetune", outcome.model_uri or init_uri, None, finetune, eval_episodes=eval_episodes,
+                        experiment=experiment)
         if base_return is not None:
             outcome.metrics["eval/init_return_mean"] = base_return
     if model_dir:
@@ -156,16 +159,22 @@ def register_policy(model_uri: str, name: str, alias: str = "challenger", gate_j
 
 def deploy_policy(name: str, deployment: str, store: str, target: str = "rlops-local", promotion_json: str = "",
                   served_model: str = "policy", simulate_traffic: bool = False, traffic_batch: int = 200,
-                  tracking_uri: str = "") -> dict[str, Any]:
+                  tracking_uri: str = "", traffic_env_json: str = "") -> dict[str, Any]:
     """Shadow -> canary -> promote or roll back ``name@challenger`` on a deployment.
 
     With ``simulate_traffic`` (local runs and the demo) a background thread drives the deployment
-    with episodes of the champion's EnvSpec while the controller decides; on a cluster, real
+    with episodes of the champion's EnvSpec (changed by ``traffic_env_json``, e.g. ``{"params":
+    {"length": 0.75}}`` for a world that moved) while the controller decides; on a cluster, real
     traffic does.
     """
+    from rlops_plugin.bundle.env_spec import EnvSpec
     from rlops_plugin.deploy.analysis import PromotionPolicy
     from rlops_plugin.deploy.promotion import PromotionController, target_for
 
+    overrides = _json(traffic_env_json, "traffic_env_json")
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(EnvSpec)}
+    if unknown:
+        raise ConfigError(f"traffic_env_json: unknown EnvSpec fields {sorted(unknown)}")
     _use_tracking(tracking_uri)
     controller = PromotionController(name, deployment, target_for(target), store,
                                      PromotionPolicy(**_json(promotion_json, "promotion_json")),
@@ -173,8 +182,8 @@ def deploy_policy(name: str, deployment: str, store: str, target: str = "rlops-l
     stop = threading.Event()
     driver = None
     if simulate_traffic:
-        driver = threading.Thread(target=_drive_traffic, args=(name, deployment, target, traffic_batch, stop),
-                                  daemon=True)
+        driver = threading.Thread(target=_drive_traffic, args=(name, deployment, target, traffic_batch, stop,
+                                                               overrides), daemon=True)
         driver.start()
     try:
         action = controller.run()
@@ -187,7 +196,8 @@ def deploy_policy(name: str, deployment: str, store: str, target: str = "rlops-l
             else (controller.champion.version if controller.champion else "")}
 
 
-def _drive_traffic(name: str, deployment: str, target: str, batch: int, stop: threading.Event) -> None:
+def _drive_traffic(name: str, deployment: str, target: str, batch: int, stop: threading.Event,
+                   overrides: dict[str, Any] | None = None) -> None:
     """Simulated production traffic for a local deployment until ``stop`` is set."""
     from rlops_plugin.deploy.local import LocalDeployments
     from rlops_plugin.flavor import load_model
@@ -198,6 +208,8 @@ def _drive_traffic(name: str, deployment: str, target: str, batch: int, stop: th
     root = target.partition(":")[2] or None
     url = LocalDeployments(root).get(deployment)["url"]
     spec = load_model(f"models:/{name}@champion").env_spec
+    if overrides:
+        spec = spec.replace(**overrides)
     client = DecisionClient(url)
     seed = 0
     try:

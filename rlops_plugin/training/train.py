@@ -86,20 +86,34 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
     seeds = list(range(eval_seed, eval_seed + eval_episodes))
     before = rollout(base.policy, base.env_spec, seeds, reward_spec=base.reward_spec) if eval_episodes else None
     result = trainer_cls().train(base, data, cfg, progress)
-    child = base.with_policy(result.policy, parent_version=loaded.version, parent_bundle_sha=base.bundle_sha,
-                             dataset_digest=data.digest if data is not None else None, trainer=trainer,
-                             trainer_config=config_to_dict(cfg))
+    child = base.with_policy(result.policy, **_lineage(loaded, trainer, cfg, data))
     metrics = dict(result.metrics)
     if before is not None:
         after = rollout(child.policy, child.env_spec, seeds, reward_spec=child.reward_spec)
         metrics.update(_eval_metrics(before, after))
     for reason, count in dropped.items():
         metrics[f"data/excluded_{reason}"] = float(count)
-    outcome = TrainOutcome(child, metrics, dataset_digest=data.digest if data is not None else None)
+    outcome = TrainOutcome(child, metrics, dataset_digest=child.lineage.get("dataset_digest"))
     if log_to_mlflow:
         _record(outcome, trainer, cfg, loaded, data, source, result.history, mismatch, register_as, experiment,
                 run_name)
     return outcome
+
+
+def _lineage(loaded: LoadedModel, trainer: str, cfg: Any, data: Dataset | None) -> dict[str, Any]:
+    """Lineage of a new policy: its registered ancestor, the data it saw since, the trainers applied.
+
+    A chained update (offline RL on logs, then simulator fine-tuning of that unregistered result)
+    keeps the registered parent version and dataset digest of the first stage, so the version
+    that is finally registered still names the champion it came from and the logs it learned from.
+    """
+    inherited = dict(loaded.bundle.lineage) if loaded.version is None and loaded.bundle.lineage.get(
+        "parent_version") else {}
+    earlier = list(inherited.get("trainer_chain") or ([inherited["trainer"]] if inherited.get("trainer") else []))
+    return {"parent_version": loaded.version or inherited.get("parent_version"),
+            "parent_bundle_sha": loaded.bundle.bundle_sha,
+            "dataset_digest": data.digest if data is not None else inherited.get("dataset_digest"),
+            "trainer": trainer, "trainer_chain": [*earlier, trainer], "trainer_config": config_to_dict(cfg)}
 
 
 def _load_data(kind: str, dataset: str | Path | Dataset | None, bundle: PolicyBundle,
@@ -146,8 +160,8 @@ def _record(outcome: TrainOutcome, trainer: str, cfg: Any, loaded: LoadedModel, 
     if experiment:
         mlflow.set_experiment(experiment)
     parent = f"{loaded.name}/{loaded.version}" if loaded.version else loaded.model_uri
-    tags = {"rlops.trainer": trainer, "rlops.parent": parent, "rlops.parent_version": loaded.version or "",
-            "rlops.event": "policy_update"}
+    tags = {"rlops.trainer": trainer, "rlops.parent": parent,
+            "rlops.parent_version": outcome.bundle.lineage.get("parent_version") or "", "rlops.event": "policy_update"}
     if mismatch:
         tags["rlops.mismatch_allowed"] = "; ".join(mismatch)
     with mlflow.start_run(run_name=run_name or f"{trainer} from {parent}", tags=tags) as run:

@@ -43,7 +43,18 @@ def alive(pid):
         return False
 
 
-def test_deployments_from_the_shell(registered, tracking, tmp_path):
+@pytest.fixture
+def stop_leftovers(tmp_path):
+    """Stop by PID any server a failed assertion left running (the test deletes it on success)."""
+    yield
+    from rlops_plugin.deploy.local import LocalDeployments
+
+    deployments = LocalDeployments(tmp_path / "state")
+    for state in deployments.list():
+        deployments.delete(state["name"])
+
+
+def test_deployments_from_the_shell(registered, tracking, tmp_path, stop_leftovers):
     name = registered
     target = f"rlops-local:{tmp_path / 'state'}"
     store = str(tmp_path / "store.db")

@@ -28,11 +28,13 @@ def world(mlflow_server, tmp_path_factory):
         deployments = LocalDeployments(root / "state")
         state = deployments.create("policy-server", f"models:/{name}@champion", store=str(root / "store.db"),
                                    extra_args=["--exploration", "epsilon", "--epsilon", "0.3", "--seed", "1"])
-        client = DecisionClient(state["url"])
-        simulate(client, EnvSpec(id="CartPole-v1"), 3000, n_envs=16, seed=0)
-        client.close()
-        yield {"name": name, "store": str(root / "store.db"), "state_root": str(root / "state"),
-               "target": f"rlops-local:{root / 'state'}", "deployment": "policy-server", "url": state["url"],
-               "tracking": mlflow_server.url, "root": root}
-        for dep in deployments.list():
-            deployments.delete(dep["name"])
+        try:
+            client = DecisionClient(state["url"])
+            simulate(client, EnvSpec(id="CartPole-v1"), 3000, n_envs=16, seed=0)
+            client.close()
+            yield {"name": name, "store": str(root / "store.db"), "state_root": str(root / "state"),
+                   "target": f"rlops-local:{root / 'state'}", "deployment": "policy-server", "url": state["url"],
+                   "tracking": mlflow_server.url, "root": root}
+        finally:
+            for dep in deployments.list():
+                deployments.delete(dep["name"])

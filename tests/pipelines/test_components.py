@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import mlflow
 import pytest
 from kfp import dsl
 
@@ -34,8 +35,14 @@ def test_components_one_after_another(world, tracking, tmp_path):
     metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / "metrics"))
     model_uri, run_id, ret = train_policy.python_func(
         trainer="cql", init_uri=champion, dataset=dataset, model=model, metrics=metrics,
-        config_json=json.dumps({"steps": 600}), eval_episodes=5, tracking_uri=world["tracking"])
+        config_json=json.dumps({"steps": 600}), eval_episodes=5, tracking_uri=world["tracking"],
+        finetune_steps=256, finetune_config_json=json.dumps({"n_envs": 2, "rollout_steps": 64,
+                                                              "extra_randomization": {"length": {"low": 0.5,
+                                                                                                 "high": 0.8}}}))
     assert model_uri.startswith("models:/m-") and run_id and ret > 0
+    finetune = mlflow.get_run(run_id).data
+    assert finetune.tags["rlops.trainer"] == "sim_finetune" and finetune.params["trainer.total_steps"] == "256"
+    assert json.loads(finetune.params["trainer.extra_randomization"]) == {"length": {"low": 0.5, "high": 0.8}}
     assert model.metadata["dataset_digest"] == digest and (tmp_path / "model" / "MLmodel").exists()
     assert "eval_return_mean" in metrics.metadata
 
@@ -56,11 +63,12 @@ def test_components_one_after_another(world, tracking, tmp_path):
     assert get_alias_version(name, "challenger") == version
     mv = registry.client().get_model_version(name, version)
     assert mv.tags["rlops.parent_version"] == "1" and mv.tags["rlops.dataset_digest"] == digest
-    assert mv.tags["rlops.trainer"] == "cql" and mv.tags["rlops.gate"] == "passed"
+    assert mv.tags["rlops.trainer"] == "cql+sim_finetune" and mv.tags["rlops.gate"] == "passed"
 
     state, reason = deploy_policy.python_func(name=name, deployment=world["deployment"], store=world["store"],
                                               target=world["target"], promotion_json=FAST_PROMOTION,
-                                              simulate_traffic=True, tracking_uri=world["tracking"])
+                                              simulate_traffic=True, tracking_uri=world["tracking"],
+                                              traffic_env_json=json.dumps({"params": {"length": 0.6}}))
     assert state in ("promoted", "rolled_back"), reason
     assert get_alias_version(name, "challenger") is None
 
@@ -70,3 +78,11 @@ def test_components_one_after_another(world, tracking, tmp_path):
     kinds = [e.kind for e in list_events(name)]
     assert run and kinds[0] == "policy_update" and kinds[-1] == "pipeline_cycle"
     assert {"canary_step"} <= set(kinds) and ("promotion" in kinds or "rollback" in kinds)
+
+
+def test_traffic_overrides_are_checked_before_anything_runs():
+    from rlops_plugin.errors import ConfigError
+    from rlops_plugin.pipelines import steps
+
+    with pytest.raises(ConfigError, match="unknown EnvSpec fields.*lenght"):
+        steps.deploy_policy("m", "d", "store.db", traffic_env_json='{"lenght": 1}', simulate_traffic=True)

@@ -57,6 +57,24 @@ def test_update_is_registered_with_lineage(champion, dataset_dir, model_name):
     assert len(inputs) == 1 and inputs[0].dataset.digest == data.digest[len("sha256:"):][:32]
 
 
+def test_chained_update_keeps_the_registered_parent_and_dataset(champion, dataset_dir, model_name):
+    path, data = dataset_dir
+    offline = train("bc", champion, path, {"steps": 30}, eval_episodes=0)
+    tuned = train("sim_finetune", offline.model_uri, None, {"total_steps": 128, "n_envs": 2, "rollout_steps": 64},
+                  register_as=model_name, eval_episodes=0)
+    lineage = tuned.bundle.lineage
+    assert lineage["parent_version"] == "1" and lineage["dataset_digest"] == data.digest
+    assert lineage["trainer_chain"] == ["bc", "sim_finetune"]
+    assert lineage["parent_bundle_sha"] == offline.bundle.bundle_sha
+    mv = registry.client().get_model_version(model_name, tuned.version)
+    assert mv.tags["rlops.parent_version"] == "1" and mv.tags["rlops.dataset_digest"] == data.digest
+    # starting from a registered version resets the chain: its own version is the parent
+    again = train("sim_finetune", f"models:/{model_name}/{tuned.version}", None,
+                  {"total_steps": 128, "n_envs": 2, "rollout_steps": 64}, eval_episodes=0, log_to_mlflow=False)
+    assert again.bundle.lineage["parent_version"] == tuned.version
+    assert again.bundle.lineage["dataset_digest"] is None and again.bundle.lineage["trainer_chain"] == ["sim_finetune"]
+
+
 def test_data_built_under_another_reward_is_refused_unless_allowed(champion, tmp_path, cartpole_bundle):
     other = cartpole_bundle.with_policy(cartpole_bundle.policy)
     other.reward_spec = RewardSpec(ref="scaled", params={"scale": 2.0})
