@@ -311,11 +311,11 @@ def evaluate_cmd(model_uri: str, episodes: int, seed: int, scenarios: tuple[str,
 @click.option("--episodes", type=int, default=None, help="Paired evaluation episodes.")
 @click.option("--ope-store", default=None, help="Experience store: adds the off-policy check.")
 @click.option("--record/--no-record", default=True, show_default=True,
-              help="Log the verdict on the candidate's run and tag its model version.")
+              help="Log the verdict on the candidate's run, tag its model version, add a gate audit event.")
 def gate_cmd(candidate_uri: str, champion_uri: str | None, policy_file: str | None, scenarios: tuple[str, ...],
              margin: float | None, episodes: int | None, ope_store: str | None, record: bool) -> None:
     """Decide whether CANDIDATE_URI may replace the champion; exit 1 when it may not."""
-    from rlops_plugin.evaluation.gate import GatePolicy, gate, record_gate
+    from rlops_plugin.evaluation.gate import GatePolicy, audit_gate, gate, record_gate
     from rlops_plugin.flavor import load_model_with_source
 
     data = json.loads(Path(policy_file).read_text()) if policy_file else {}
@@ -337,6 +337,9 @@ def gate_cmd(candidate_uri: str, champion_uri: str | None, policy_file: str | No
                 fg="green" if result.passed else "red")
     if record and candidate.version:
         record_gate(result, candidate.name, candidate.version)
+    audit_name = candidate.name or (champion.name if champion else None)
+    if record and audit_name:
+        audit_gate(result, audit_name, candidate.version, candidate_uri=candidate_uri)
     sys.exit(0 if result.passed else 1)
 
 

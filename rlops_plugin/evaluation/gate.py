@@ -4,7 +4,8 @@
 policy's scenario suites), optionally estimates the candidate from the champion's logged
 decisions, then runs the named checks (plugins through ``rlops_register_gate_checks``; built-ins:
 ``lineage``, ``regression``, ``min_return``, ``scenarios``, ``ope``). ``record_gate`` writes the
-result as metrics and a JSON artifact on the candidate's run and as tags on its model version.
+result as metrics and a JSON artifact on the candidate's run and as tags on its model version;
+``audit_gate`` adds the verdict (passed or failed) to the model's audit trail.
 """
 
 from __future__ import annotations
@@ -299,3 +300,17 @@ def record_gate(result: GateResult, name: str | None = None, version: str | None
         reasons = "; ".join(result.reasons) or "all checks passed"
         client.set_model_version_tag(name, version, "rlops.gate.reasons", reasons[:4900])
     return run_id
+
+
+def audit_gate(result: GateResult, model_name: str, version: str | None = None, candidate_uri: str = "") -> Any:
+    """Record the verdict as a ``gate`` audit event of ``model_name`` (a failed candidate is never
+    registered, so the event names its model URI instead of a version)."""
+    from rlops_plugin.audit.events import AuditEvent, record_event
+
+    reason = "; ".join(result.reasons) or "all checks passed"
+    return record_event(AuditEvent(
+        "gate", model_name, version, decision="passed" if result.passed else "failed", reason=reason,
+        metrics=result.metrics(),
+        details={"candidate": result.candidate, "candidate_uri": candidate_uri, "champion": result.champion,
+                 "policy": result.policy, "summary": result.summary,
+                 "checks": [dataclasses.asdict(c) for c in result.checks]}))

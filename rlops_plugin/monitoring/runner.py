@@ -86,6 +86,7 @@ def run_monitor(model: str, store: str, *, reference: str = "rollouts", config: 
                 params[f"{name}.stattest"] = config.signal(name).stattest
                 params[f"{name}.threshold"] = config.signal(name).threshold
             tracker.start(config.to_dict(), drift.calibration, params)
+            engine.on_fire = tracker.audit_trigger
             say(f"MLflow run {tracker.run_id} in experiment {experiment!r}")
         session = MonitorSession(experience, drift, policy_version=watched, served_model=served_name,
                                  model_name=resolved.model_name, triggers=engine, tracker=tracker, reports=reports,

@@ -4,8 +4,8 @@ The run carries tags naming what it watches (``rlops.model_name``, ``rlops.model
 ``rlops.model_alias``, ``rlops.policy_version``), the config and calibrated thresholds as artifacts;
 each window logs its metrics with ``step`` = window index (so the MLflow UI plots them over time),
 ``windows/NNNNNN/summary.json`` and, when built, ``windows/NNNNNN/report.html``; each trigger event
-logs ``triggers/NNNNNN-<rule>.json``. The model version gets the tag ``rlops.monitoring_run_id``
-(the latest monitoring run), so the registry UI links to it.
+logs ``triggers/NNNNNN-<rule>.json`` and a ``trigger`` audit event. The model version gets the tag
+``rlops.monitoring_run_id`` (the latest monitoring run), so the registry UI links to it.
 """
 
 from __future__ import annotations
@@ -86,6 +86,21 @@ class MonitoringRun:
         """The trigger event as ``triggers/NNNNNN-<rule>.json``."""
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", event.rule)
         self.client.log_dict(self._require(), event.to_dict(), f"triggers/{event.window:06d}-{name}.json")
+
+    def audit_trigger(self, event: Any) -> None:
+        """A ``trigger`` event in the model's audit trail (before the trigger's actions run), linking this run."""
+        from rlops_plugin.audit.events import AuditEvent, record_event
+
+        if not self.model_name:
+            return
+        evidence = event.to_dict()["evidence"]
+        metrics = {f"evidence/{k}": float(v) for k, v in evidence.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        record_event(AuditEvent("trigger", self.model_name, self.model_version, actor="rlops:monitor",
+                                decision=event.rule, reason=f"{event.rule} fired on window {event.window} of "
+                                                            f"{event.policy_version}",
+                                metrics=metrics, time=event.time,
+                                details={"trigger": event.to_dict(), "monitoring_run_id": self.run_id}))
 
     def end(self, status: str = "FINISHED") -> None:
         """Close the run (``FINISHED``, ``FAILED`` or ``KILLED``)."""

@@ -23,7 +23,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Protocol
@@ -253,11 +253,13 @@ class TriggerEngine:
     """Checks every rule on each window summary and delivers the events that fire."""
 
     def __init__(self, rules: Sequence[TriggerRule], *, model: str | None = None,
-                 actions: Sequence[str] = ()) -> None:
+                 actions: Sequence[str] = (), on_fire: Callable[[TriggerEvent], None] | None = None) -> None:
         from rlops_plugin.monitoring.actions import resolve_action
 
         self.rules = list(rules)
         self.model = model
+        self.on_fire = on_fire
+        """Called with each event before hooks and actions (the audit trail records it there)."""
         self.actions = list(actions)
         for spec in self.actions:
             resolve_action(spec)  # unknown actions fail before the first window, not at the first trigger
@@ -272,6 +274,8 @@ class TriggerEngine:
                 continue
             event = TriggerEvent(rule.name, self.model or summary.model, summary.policy_version, summary.index,
                                  evidence)
+            if self.on_fire is not None:
+                self.on_fire(event)
             fired.append(deliver(event, self.actions))
         summary.triggers.extend(fired)
         self.events.extend(fired)

@@ -120,7 +120,7 @@ def evaluate_policy(model_uri: str, episodes: int = 20, scenarios_json: str = ""
 def gate_policy(candidate_uri: str, champion_uri: str, policy_json: str = "", result_path: str = "",
                 tracking_uri: str = "") -> dict[str, Any]:
     """The promotion gate; writes the full result JSON to ``result_path``."""
-    from rlops_plugin.evaluation.gate import gate
+    from rlops_plugin.evaluation.gate import audit_gate, gate
     from rlops_plugin.flavor import get_alias_version
 
     _use_tracking(tracking_uri)
@@ -130,6 +130,9 @@ def gate_policy(candidate_uri: str, champion_uri: str, policy_json: str = "", re
         if get_alias_version(name, alias) is None:
             champion = None  # first version: nothing to compare against
     result = gate(candidate_uri, champion, _json(policy_json, "policy_json"))
+    if champion_uri.startswith("models:/"):
+        model_name = champion_uri[len("models:/"):].split("@", 1)[0].split("/", 1)[0]
+        audit_gate(result, model_name, candidate_uri=candidate_uri)
     if result_path:
         Path(result_path).parent.mkdir(parents=True, exist_ok=True)
         Path(result_path).write_text(json.dumps(result.to_dict(), indent=2, default=str))

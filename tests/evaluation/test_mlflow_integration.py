@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from rlops_plugin import flavor
+from rlops_plugin.audit.events import list_events
 from rlops_plugin.evaluation.gate import gate, record_gate
 from rlops_plugin.flavor import registry
 
@@ -81,6 +82,8 @@ def test_rlops_gate_cli_exit_codes(versions, tracking, tmp_path):
                                    str(policy)], capture_output=True, text=True, env=env, timeout=300)
     assert passed.returncode == 0, passed.stdout + passed.stderr[-2000:]
     assert registry.client().get_model_version(name, "3").tags["rlops.gate"] == "passed"
+    audited = [(e.model_version, e.decision) for e in list_events(name, kinds=["gate"])]
+    assert audited == [("2", "failed"), ("3", "passed")]
     evaluated = subprocess.run([sys.executable, "-m", "rlops_plugin.cli", "evaluate", f"models:/{name}/3",
                                 "--episodes", "3", "--json"], capture_output=True, text=True, env=env, timeout=300)
     assert json.loads(evaluated.stdout)["rollouts"]["episodes"] == 3

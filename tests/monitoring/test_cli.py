@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from rlops_plugin import EnvSpec, flavor
+from rlops_plugin.audit.events import list_events
 from rlops_plugin.experience.store import open_store
 from rlops_plugin.flavor.model import LoadedModel
 from rlops_plugin.monitoring.cli import monitor
@@ -135,6 +136,9 @@ def test_registry_model_served_for_real_monitored_into_mlflow(tracking, model_na
     triggers = [a.path for a in client.list_artifacts(run.info.run_id, "triggers")]
     assert triggers == ["triggers/000003-drift_rewards_2.json"]
     assert client.get_model_version(model_name, "1").tags["rlops.monitoring_run_id"] == run.info.run_id
+    (audit,) = list_events(model_name, kinds=["trigger"])
+    assert audit.decision == "drift:rewards:2" and audit.model_version == "1" and audit.actor == "rlops:monitor"
+    assert audit.details["monitoring_run_id"] == run.info.run_id and audit.details["trigger"]["window"] == 3
 
 
 def test_all_versions_watches_the_endpoint_and_catches_a_swap(tmp_path):

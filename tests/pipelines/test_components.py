@@ -76,8 +76,11 @@ def test_components_one_after_another(world, tracking, tmp_path):
                                          pipeline_task_name="exit-handler", error_code=None, error_message=None)
     run = record_cycle.python_func(name=name, status=status, tracking_uri=world["tracking"])
     kinds = [e.kind for e in list_events(name)]
-    assert run and kinds[0] == "policy_update" and kinds[-1] == "pipeline_cycle"
+    assert run and kinds[:2] == ["gate", "policy_update"] and kinds[-1] == "pipeline_cycle"
     assert {"canary_step"} <= set(kinds) and ("promotion" in kinds or "rollback" in kinds)
+    gate_event = list_events(name, kinds=["gate"])[0]
+    assert gate_event.decision == "passed" and gate_event.details["candidate_uri"] == model_uri
+    assert gate_event.metrics["gate/passed"] == 1.0 and gate_event.details["checks"]
 
 
 def test_traffic_overrides_are_checked_before_anything_runs():
