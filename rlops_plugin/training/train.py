@@ -10,6 +10,7 @@ registered with ``rlops.parent_version``, the dataset digest and the trainer in 
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,7 +184,7 @@ def _record(outcome: TrainOutcome, trainer: str, cfg: Any, loaded: LoadedModel, 
                 mlflow.log_dict(data.manifest, "dataset/manifest.json")
             mlflow.log_input(data.mlflow_dataset(source), context="training")
         client = mlflow.MlflowClient()
-        timestamp = int(1000 * __import__("time").time())
+        timestamp = int(1000 * time.time())
         batch = [Metric(key, float(value), timestamp, step) for step, values in history
                  for key, value in values.items() if np.isfinite(value)]
         for start in range(0, len(batch), 900):
@@ -195,3 +196,20 @@ def _record(outcome: TrainOutcome, trainer: str, cfg: Any, loaded: LoadedModel, 
         if register_as:
             outcome.registered_name = register_as
             outcome.version = str(info.registered_model_version)
+    if register_as:
+        _audit_update(outcome, trainer)
+
+
+def _audit_update(outcome: TrainOutcome, trainer: str) -> None:
+    """A ``policy_update`` audit event for a version registered straight from training."""
+    from rlops_plugin.audit.events import AuditEvent, record_event
+    from rlops_plugin.flavor.registry import trainer_label
+
+    lineage = outcome.bundle.lineage
+    parent = lineage.get("parent_version")
+    record_event(AuditEvent(
+        "policy_update", str(outcome.registered_name), outcome.version, decision="registered",
+        reason=f"trained by {trainer_label(lineage)} " + (f"from version {parent}" if parent else "from scratch"),
+        metrics={k: v for k, v in outcome.metrics.items() if k.startswith("eval/")},
+        details={"lineage": lineage, "hashes": outcome.bundle.hashes(), "run_id": outcome.run_id,
+                 "model_uri": outcome.model_uri, "dataset_digest": outcome.dataset_digest}))

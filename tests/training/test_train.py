@@ -10,6 +10,7 @@ import mlflow
 import pytest
 
 from rlops_plugin import RewardSpec, flavor
+from rlops_plugin.audit.events import list_events
 from rlops_plugin.errors import ConfigError
 from rlops_plugin.experience.dataset import DatasetError, build_transitions
 from rlops_plugin.experience.store import open_store
@@ -45,6 +46,9 @@ def test_update_is_registered_with_lineage(champion, dataset_dir, model_name):
     assert mv.tags["rlops.dataset_digest"] == data.digest
     assert mv.tags["rlops.trainer"] == "bc"
     assert "Trained from version 1" in mv.description and data.digest in mv.description
+    (event,) = list_events(model_name, kinds=["policy_update"])
+    assert event.model_version == "2" and event.reason == "trained by bc from version 1"
+    assert event.details["dataset_digest"] == data.digest and event.details["run_id"] == outcome.run_id
     loaded = flavor.load_model(f"models:/{model_name}/2")
     assert loaded.lineage["trainer_config"]["steps"] == 60
     assert loaded.lineage["parent_bundle_sha"] == flavor.load_model(champion).bundle_sha
