@@ -400,14 +400,10 @@ def rollback(name: str, deployment: str | None, target_uri: str) -> None:
 @click.option("--note", default="", help="Why.")
 def approve(name: str, version: str, actor: str | None, note: str) -> None:
     """Approve NAME VERSION for full promotion (recorded with who and when)."""
-    from rlops_plugin.audit.events import AuditEvent, current_actor, record_event
-    from rlops_plugin.flavor.registry import approve as registry_approve
+    from rlops_plugin.audit.approvals import approve as approve_version
 
-    who = actor or current_actor()
-    tags = registry_approve(name, version, who, note)
-    record_event(AuditEvent("approval", name, version, actor=who, decision="approved", reason=note or "approved",
-                            details=tags))
-    click.echo(f"{name} version {version} approved by {who} at {tags['rlops.approval.at']}")
+    event = approve_version(name, version, actor, note)
+    click.echo(f"{name} version {version} approved by {event.actor} at {event.details['rlops.approval.at']}")
 
 
 @main.command()

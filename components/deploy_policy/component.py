@@ -9,7 +9,7 @@ from rlops_plugin.pipelines.images import component_image
 
 @dsl.component(base_image=component_image(), install_kfp_package=False)
 def deploy_policy(name: str, deployment: str, store: str, target: str = "rlops-local", promotion_json: str = "",
-                  served_model: str = "policy", simulate_traffic: bool = False, traffic_batch: int = 200,
+                  served_model: str = "policy", simulate_traffic: bool = False, traffic_envs: int = 16,
                   tracking_uri: str = "", traffic_env_json: str = ""
                   ) -> NamedTuple("Outputs", [("state", str), ("reason", str)]):
     """Route the challenger through the deployment target (rlops-local or rlops-kserve) until a verdict."""
@@ -18,5 +18,5 @@ def deploy_policy(name: str, deployment: str, store: str, target: str = "rlops-l
     from rlops_plugin.pipelines import steps
 
     out = steps.deploy_policy(name, deployment, store, target, promotion_json, served_model, simulate_traffic,
-                              traffic_batch, tracking_uri, traffic_env_json)
+                              traffic_envs, tracking_uri, traffic_env_json)
     return namedtuple("Outputs", ["state", "reason"])(out["state"], out["reason"])

@@ -12,6 +12,7 @@ import getpass
 import json
 import math
 import os
+import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -88,12 +89,13 @@ def list_events(model_name: str, kinds: list[str] | None = None, max_results: in
     runs = client.search_runs([experiment.experiment_id], f"tags.`rlops.model_name` = '{escaped}'",
                               max_results=max_results, order_by=["attributes.start_time ASC"])
     events = []
-    for run in runs:
-        if kinds and run.data.tags.get("rlops.event") not in kinds:
-            continue
-        path = client.download_artifacts(run.info.run_id, "event.json")
-        with open(path) as fh:
-            data = json.load(fh)
-        data["run_id"] = run.info.run_id
-        events.append(AuditEvent(**data))
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in runs:
+            if kinds and run.data.tags.get("rlops.event") not in kinds:
+                continue
+            path = client.download_artifacts(run.info.run_id, "event.json", dst_path=f"{tmp}/{run.info.run_id}")
+            with open(path) as fh:
+                data = json.load(fh)
+            data["run_id"] = run.info.run_id
+            events.append(AuditEvent(**data))
     return events

@@ -12,7 +12,7 @@ import json
 import time
 from typing import Any
 
-from rlops_plugin.audit.events import AuditEvent, list_events
+from rlops_plugin.audit.events import AUDIT_EXPERIMENT, AuditEvent, list_events
 
 
 def trail(model_name: str) -> list[dict[str, Any]]:
@@ -29,12 +29,13 @@ def to_json(model_name: str) -> str:
 def to_html(model_name: str, tracking_uri: str | None = None, events: list[AuditEvent] | None = None) -> str:
     """The trail as one HTML page (no external assets)."""
     events = events if events is not None else list_events(model_name)
+    experiment_id = _audit_experiment_id() if tracking_uri else None
     rows = []
     for e in events:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.time))
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(e.metrics.items()) if isinstance(v, (int, float)))
-        link = f'<a href="{html.escape(tracking_uri)}/#/experiments/runs/{e.run_id}">run</a>' \
-            if tracking_uri and e.run_id else ""
+        link = f'<a href="{html.escape(tracking_uri)}/#/experiments/{experiment_id}/runs/{e.run_id}">run</a>' \
+            if tracking_uri and experiment_id and e.run_id else ""
         details = html.escape(json.dumps(_brief(e.details), default=str))
         rows.append(f"<tr class='{html.escape(e.kind)}'><td>{when} UTC</td><td>{html.escape(e.kind)}</td>"
                     f"<td>{html.escape(e.model_version or '')}</td><td>{html.escape(e.decision)}</td>"
@@ -50,6 +51,13 @@ pre{{white-space:pre-wrap;max-width:40em}}</style></head><body>
 retraining trigger, with who acted, why, and the numbers behind it.</p>
 <table><tr><th>time</th><th>event</th><th>version</th><th>decision</th><th>actor</th><th>reason</th>
 <th>metrics</th><th>details</th><th>MLflow</th></tr>{''.join(rows)}</table></body></html>"""
+
+
+def _audit_experiment_id() -> str | None:
+    from mlflow import MlflowClient
+
+    experiment = MlflowClient().get_experiment_by_name(AUDIT_EXPERIMENT)
+    return experiment.experiment_id if experiment else None
 
 
 def _brief(details: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,7 @@ def register_policy(model_uri: str, name: str, alias: str = "challenger", gate_j
 
 
 def deploy_policy(name: str, deployment: str, store: str, target: str = "rlops-local", promotion_json: str = "",
-                  served_model: str = "policy", simulate_traffic: bool = False, traffic_batch: int = 200,
+                  served_model: str = "policy", simulate_traffic: bool = False, traffic_envs: int = 16,
                   tracking_uri: str = "", traffic_env_json: str = "") -> dict[str, Any]:
     """Shadow -> canary -> promote or roll back ``name@challenger`` on a deployment.
 
@@ -185,7 +186,7 @@ def deploy_policy(name: str, deployment: str, store: str, target: str = "rlops-l
     stop = threading.Event()
     driver = None
     if simulate_traffic:
-        driver = threading.Thread(target=_drive_traffic, args=(name, deployment, target, traffic_batch, stop,
+        driver = threading.Thread(target=_drive_traffic, args=(name, deployment, target, traffic_envs, stop,
                                                                overrides), daemon=True)
         driver.start()
     try:
@@ -199,9 +200,9 @@ def deploy_policy(name: str, deployment: str, store: str, target: str = "rlops-l
             else (controller.champion.version if controller.champion else "")}
 
 
-def _drive_traffic(name: str, deployment: str, target: str, batch: int, stop: threading.Event,
+def _drive_traffic(name: str, deployment: str, target: str, n_envs: int, stop: threading.Event,
                    overrides: dict[str, Any] | None = None) -> None:
-    """Simulated production traffic for a local deployment until ``stop`` is set."""
+    """Simulated production traffic (``n_envs`` concurrent episodes) for a local deployment until ``stop``."""
     from rlops_plugin.deploy.local import LocalDeployments
     from rlops_plugin.flavor import load_model
     from rlops_plugin.simulation.traffic import DecisionClient, simulate
@@ -214,11 +215,9 @@ def _drive_traffic(name: str, deployment: str, target: str, batch: int, stop: th
     if overrides:
         spec = spec.replace(**overrides)
     client = DecisionClient(url)
-    seed = 0
     try:
-        while not stop.is_set():
-            simulate(client, spec, batch, n_envs=20, seed=seed)
-            seed += 10_000
+        simulate(client, spec, None, n_envs=n_envs, seed=0, episode_prefix=f"canary-{uuid.uuid4().hex[:6]}",
+                 stop=stop.is_set)
     finally:
         client.close()
 

@@ -67,14 +67,21 @@ class TrafficStats:
         return float(np.mean(self.returns)) if self.returns else float("nan")
 
 
-def simulate(client: DecisionClient, env_spec: EnvSpec, steps: int, n_envs: int = 16, seed: int = 0,
+def simulate(client: DecisionClient, env_spec: EnvSpec, steps: int | None, n_envs: int = 16, seed: int = 0,
              feedback_delay: int = 0, reward_transform: Callable[[float], float] | None = None,
-             episode_prefix: str | None = None, keep_decision_ids: bool = False) -> TrafficStats:
+             episode_prefix: str | None = None, keep_decision_ids: bool = False,
+             stop: Callable[[], bool] | None = None,
+             on_step: Callable[[TrafficStats], None] | None = None) -> TrafficStats:
     """Run ``steps`` decisions (in batches of ``n_envs``) of ``env_spec`` through ``client``.
 
     ``reward_transform`` changes the reward the world reports (e.g. ``lambda r: 0.9 * r`` to
     inject reward drift); ``env_spec`` may carry changed physics (observation drift).
+    ``steps=None`` runs until ``stop()`` returns true (episodes run on across the whole call, so
+    long episodes complete); ``on_step`` sees the stats after every batch (progress bars).
     """
+    if steps is None and stop is None:
+        raise ValueError("simulate: give steps, stop, or both")
+    limit = steps if steps is not None else float("inf")
     prefix = episode_prefix or uuid.uuid4().hex[:8]
     envs = [env_spec.make() for _ in range(n_envs)]
     obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
@@ -86,7 +93,7 @@ def simulate(client: DecisionClient, env_spec: EnvSpec, steps: int, n_envs: int 
     stats = TrafficStats()
     start = time.perf_counter()
     try:
-        while stats.decisions < steps:
+        while stats.decisions < limit and not (stop is not None and stop()):
             rows = client.decide([{"obs": np.asarray(o, dtype=float).tolist(), "episode_id": episode[i],
                                    "step": t[i], "routing_key": episode[i]} for i, o in enumerate(obs)])
             events = []
@@ -115,6 +122,8 @@ def simulate(client: DecisionClient, env_spec: EnvSpec, steps: int, n_envs: int 
             pending.append((stats.steps + feedback_delay, events))
             while pending and pending[0][0] <= stats.steps:
                 stats.feedback_events += len(client.feedback(pending.popleft()[1]))
+            if on_step is not None:
+                on_step(stats)
         while pending:
             stats.feedback_events += len(client.feedback(pending.popleft()[1]))
     finally:

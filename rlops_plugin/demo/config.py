@@ -1,0 +1,77 @@
+"""What the demo does and how big each stage is: one preset for the README, one for CI (``--fast``).
+
+Every number here is a budget (training steps, decisions of traffic, episodes of evaluation);
+the stages and the code paths are the same in both presets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class DemoConfig:
+    """Budgets and knobs of one demo run."""
+
+    model_name: str = "cartpole-demo"
+    """Registered model name (a suffix is added when the server already has it)."""
+    env_id: str = "CartPole-v1"
+    """The production world: a gymnasium id of a Discrete-action environment."""
+    shift: dict[str, Any] = field(default_factory=lambda: {"length": 0.75})
+    """How the world changes halfway: env attribute overrides (CartPole's pole is 0.5 long)."""
+    seed: int = 0
+    champion_steps: int = 32_768
+    """Simulator (PPO) steps of the initial champion: small on purpose, it leaves room to improve."""
+    epsilon: float = 0.1
+    """Exploration of the deployed policy (epsilon-greedy; logged propensities make OPE possible)."""
+    reference_decisions: int = 10_000
+    """Decisions of nominal traffic the monitor uses as its reference."""
+    nominal_decisions: int = 3_000
+    """More nominal traffic after the reference (windows that must not alarm)."""
+    shifted_decisions: int = 6_000
+    """Traffic after the world changed."""
+    feedback_delay: int = 5
+    """Rewards reach the feedback endpoint this many batches after their decision."""
+    n_envs: int = 16
+    """Concurrent simulated episodes (users) of the traffic."""
+    window: int = 1000
+    """Decisions per monitoring window."""
+    trigger: str = "drift:observations:2"
+    """Retraining trigger rule of the monitor."""
+    cql_steps: int = 4000
+    """Offline RL (CQL) gradient steps on the logged decisions."""
+    finetune_steps: int = 98_304
+    """Guarded simulator fine-tuning steps after CQL (0 skips it)."""
+    finetune_randomization: dict[str, Any] = field(
+        default_factory=lambda: {"length": {"low": 0.5, "high": 1.0}})
+    """Domain randomization of the fine-tuning simulator (covers the changed world)."""
+    eval_episodes: int = 30
+    """Episodes of the training evaluation and of the gate's paired comparison."""
+    regression_margin: float = 0.05
+    """The gate fails a candidate shown worse than the champion by more than this fraction."""
+    promotion: dict[str, Any] = field(default_factory=lambda: {
+        "steps": [0.1, 0.5], "shadow_decisions": 500, "min_decisions_per_step": 1000, "min_samples": 30,
+        "metric": "episode", "poll_interval_s": 1.0, "max_duration_s": 300.0})
+    """PromotionPolicy of the canary (episode returns: CartPole pays +1 per step whatever the policy)."""
+    final_eval_episodes: int = 50
+    """Episodes comparing the initial and the final champion at the end."""
+
+    @classmethod
+    def preset(cls, fast: bool = False, **overrides: Any) -> DemoConfig:
+        """The README preset, or the CI one (``fast``: under 3 minutes on 2 cores)."""
+        values: dict[str, Any] = {}
+        if fast:
+            values = {"champion_steps": 16_384, "reference_decisions": 5_000, "nominal_decisions": 1_000,
+                      "shifted_decisions": 2_500, "window": 500, "cql_steps": 1500, "finetune_steps": 32_768,
+                      "eval_episodes": 10, "final_eval_episodes": 20,
+                      "promotion": {"steps": [0.5], "shadow_decisions": 200, "min_decisions_per_step": 300,
+                                    "min_samples": 15, "metric": "episode", "poll_interval_s": 1.0,
+                                    "max_duration_s": 120.0}}
+        values.update(overrides)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (saved next to the report)."""
+        return dataclasses.asdict(self)

@@ -1,0 +1,79 @@
+"""The audit trail on a real MLflow server: events, approvals, rollbacks, JSON and HTML export."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+from rlops_plugin import flavor
+from rlops_plugin.audit.approvals import approve
+from rlops_plugin.audit.events import AuditEvent, list_events, record_event
+from rlops_plugin.audit.export import to_html
+
+pytestmark = pytest.mark.integration
+RLOPS = [sys.executable, "-m", "rlops_plugin.cli"]
+
+
+@pytest.fixture
+def two_versions(tracking, model_name, cartpole_bundle):
+    for _ in range(2):
+        with mlflow.start_run():
+            flavor.log_model(cartpole_bundle, name="policy", registered_model_name=model_name)
+    flavor.promote(model_name, 1)
+    flavor.promote(model_name, 2)
+    return model_name
+
+
+def rlops(args, tracking):
+    proc = subprocess.run(RLOPS + args, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": tracking, "RLOPS_ACTOR": "user:ci"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_events_round_trip_in_order_and_unknown_kinds_fail(two_versions):
+    name = two_versions
+    first = record_event(AuditEvent("gate", name, "2", decision="passed", reason="all checks passed",
+                                    metrics={"gate/passed": 1.0, "bad": float("nan")}, time=1000.0))
+    record_event(AuditEvent("promotion", name, "2", decision="promoted", reason="canary won", time=2000.0))
+    events = list_events(name)
+    assert [e.kind for e in events] == ["gate", "promotion"] and events[0].event_id == first.event_id
+    assert events[0].metrics["gate/passed"] == 1.0 and events[0].run_id == first.run_id
+    assert [e.kind for e in list_events(name, kinds=["promotion"])] == ["promotion"]
+    with pytest.raises(ValueError, match="unknown audit event kind 'promoted'"):
+        record_event(AuditEvent("promoted", name))
+    assert list_events("no-such-model") == []
+
+
+def test_approve_rollback_and_export_from_the_shell(two_versions, tracking, tmp_path):
+    name = two_versions
+    out = rlops(["approve", name, "2", "--by", "alice@example.com", "--note", "reviewed canary report"], tracking)
+    assert f"{name} version 2 approved by alice@example.com" in out
+    tags = flavor.registry.client().get_model_version(name, "2").tags
+    assert tags["rlops.approval.by"] == "alice@example.com" and tags["rlops.approval.note"] == "reviewed canary report"
+    rlops(["rollback", name], tracking)
+    assert flavor.get_alias_version(name, "champion") == "1"
+    trail = json.loads(rlops(["audit", name], tracking))
+    kinds = [(e["kind"], e["model_version"], e["actor"]) for e in trail["events"]]
+    assert kinds == [("approval", "2", "alice@example.com"), ("rollback", "1", "user:ci")]
+    assert trail["events"][1]["details"] == {"deployment": None, "from": "2", "to": "1"}
+    rlops(["audit", name, "--format", "html", "--out", str(tmp_path / "audit.html")], tracking)
+    page = (tmp_path / "audit.html").read_text()
+    assert "<tr class='approval'>" in page and "reviewed canary report" in page and "manual rollback" in page
+
+
+def test_library_approval_and_html_escaping(two_versions, tracking):
+    name = two_versions
+    event = approve(name, 1, actor="<script>x</script>", note="ok")
+    assert event.kind == "approval" and event.actor == "<script>x</script>"
+    page = to_html(name, tracking_uri=tracking)
+    assert "<script>x</script>" not in page and "&lt;script&gt;" in page
+    experiment_id = mlflow.get_experiment_by_name("rlops-audit").experiment_id
+    assert f"{tracking}/#/experiments/{experiment_id}/runs/{event.run_id}" in page
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        approve(name, 99)
