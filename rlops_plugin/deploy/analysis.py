@@ -95,8 +95,13 @@ class CanaryAnalysis:
         return 1.0 if self.state == PROMOTED else 0.0
 
     def update(self, challenger: np.ndarray | RewardStats, champion: np.ndarray | RewardStats, now: float,
-               shadow_seen: int = 0, approved: bool = False) -> Action:
-        """Advance the state machine with all rewards observed since the canary started."""
+               shadow_seen: int = 0, approved: bool = False, challenger_decisions: int | None = None) -> Action:
+        """Advance the state machine with all rewards observed since the canary started.
+
+        ``challenger_decisions`` counts the challenger's decisions since the start when the samples
+        are not decisions (``metric="episode"``: one sample per episode); ``min_decisions_per_step``
+        is measured in it.
+        """
         p = self.policy
         if self.state in FINAL:
             return Action(self.state, self.fraction, False, "analysis finished")
@@ -115,7 +120,8 @@ class CanaryAnalysis:
         if test.verdict == WORSE:
             self.state = ROLLED_BACK
             return Action(ROLLED_BACK, 0.0, True, test.reason, test)
-        step_seen = test.n_challenger - self.step_start_challenger
+        decided = challenger_decisions if challenger_decisions is not None else test.n_challenger
+        step_seen = decided - self.step_start_challenger
         if self.state == AWAITING_APPROVAL:
             if approved:
                 self.state = PROMOTED
@@ -124,7 +130,7 @@ class CanaryAnalysis:
         if test.verdict == NON_INFERIOR and step_seen >= p.min_decisions_per_step:
             if self.step_index + 1 < len(p.steps):
                 self.step_index += 1
-                self.step_start_challenger = test.n_challenger
+                self.step_start_challenger = decided
                 return Action(CANARY, self.fraction, True, f"{test.reason}: canary to {self.fraction:.0%}", test)
             if p.require_approval and not approved:
                 self.state = AWAITING_APPROVAL

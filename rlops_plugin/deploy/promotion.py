@@ -152,9 +152,10 @@ class PromotionController:
             if current is None:
                 return self._finish(Action(ROLLED_BACK, 0.0, True, "challenger alias removed"), remove_alias=False)
             return self.start()
-        champion_rewards, challenger_rewards, shadow_seen = self._rewards()
+        champion_rewards, challenger_rewards, shadow_seen, decided = self._rewards()
         approved = registry.approval_of(self.model_name, self.challenger.version) is not None
-        action = self.analysis.update(challenger_rewards, champion_rewards, self.clock(), shadow_seen, approved)
+        action = self.analysis.update(challenger_rewards, champion_rewards, self.clock(), shadow_seen, approved,
+                                      challenger_decisions=decided)
         if action.changed:
             if action.state in FINAL:
                 return self._finish(action)
@@ -182,18 +183,21 @@ class PromotionController:
             raise ConfigError("the promotion controller has not been started")
         return self.champion, self.challenger
 
-    def _rewards(self) -> tuple[np.ndarray, np.ndarray, int]:
+    def _rewards(self) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Champion and challenger samples since the start, shadow-scored and challenger decisions."""
         with open_store(self.store_url) as store:
             frame = join_feedback(store, self.join, model=self.served_model, since_seq=self.since_seq).decisions
         champ, chal = self._sides()
         shadow_seen = int((frame["shadow_policy"] == chal.policy_version).sum())
+        versions = frame["policy_version"].to_numpy()
+        decided = int((versions == chal.policy_version).sum())
         if self.policy.metric == "episode":
             returns = episode_returns(frame)
             return (returns.get(champ.policy_version, np.array([])), returns.get(chal.policy_version, np.array([])),
-                    shadow_seen)
+                    shadow_seen, decided)
         rewards = frame["reward"].to_numpy(dtype=float)
-        versions = frame["policy_version"].to_numpy()
-        return rewards[versions == champ.policy_version], rewards[versions == chal.policy_version], shadow_seen
+        return (rewards[versions == champ.policy_version], rewards[versions == chal.policy_version], shadow_seen,
+                decided)
 
     def _route(self, state: str, fraction: float) -> None:
         champ, chal = self._sides()

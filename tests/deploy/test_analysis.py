@@ -151,3 +151,15 @@ def test_episode_returns_count_only_complete_single_policy_episodes():
     assert {k: v.tolist() for k, v in returns.items()} == {"v1": [2.0], "v2": [3.0]}
     with pytest.raises(ConfigError, match="metric"):
         PromotionPolicy(metric="steps")
+
+
+def test_episode_samples_count_their_decisions_toward_a_step():
+    """With metric="episode" a sample is an episode of many decisions: steps count the decisions."""
+    policy = PromotionPolicy(steps=[0.5], shadow_decisions=0, min_decisions_per_step=300, min_samples=15,
+                             metric="episode")
+    champion, challenger = np.full(40, 160.0) + np.arange(40) % 7, np.full(20, 500.0) - np.arange(20) % 3
+    held = CanaryAnalysis(policy, started_at=0.0).update(challenger, champion, now=1.0)
+    assert held.state == CANARY and "only 20/300 decisions" in held.reason
+    counted = CanaryAnalysis(policy, started_at=0.0).update(challenger, champion, now=1.0,
+                                                            challenger_decisions=20 * 500)
+    assert counted.state == PROMOTED and counted.test.n_challenger == 20
