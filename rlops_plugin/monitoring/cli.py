@@ -42,7 +42,10 @@ REFERENCE_HELP = ("rollouts[:N] (the policy's rollouts in its EnvSpec simulator,
               metavar="RULE", help="drift:SIGNAL:K, reward-below:THRESHOLD[:CONFIDENCE[:reward|return]], "
                                    "schedule:DURATION (repeatable).")
 @click.option("--on-trigger", "actions", multiple=True, metavar="ACTION[:ARG]",
-              help="Trigger action, after the rlops_on_trigger hooks: log, jsonl:PATH (repeatable).")
+              help="Trigger action, after the rlops_on_trigger hooks: log, jsonl:PATH, run-pipeline:PARAMS.json "
+                   "(repeatable).")
+@click.option("--max-triggers", type=int, default=None,
+              help="Deliver at most this many trigger events in this session (1: one retraining per session).")
 @click.option("--reports", type=click.Choice(["drift", "always", "never"]), default="drift", show_default=True,
               help="When to build the Evidently HTML report of a window.")
 @click.option("--report-dir", default=None, help="Keep HTML reports in this folder too.")
@@ -74,7 +77,8 @@ def _run(model_ref: str, store: str, reference: str, window: int, once: bool, ev
          served_name: str | None, all_versions: bool, monitors: str, stattest: tuple[str, ...],
          threshold: tuple[str, ...], no_calibration: bool, false_alarm_rate: float, triggers: tuple[str, ...],
          actions: tuple[str, ...], reports: str, report_dir: str | None, experiment: str, use_mlflow: bool,
-         show_columns: bool, as_json: bool, exit_code: bool, max_ticks: int | None) -> int:
+         show_columns: bool, as_json: bool, exit_code: bool, max_ticks: int | None,
+         max_triggers: int | None) -> int:
     import dataclasses
 
     from rlops_plugin.monitoring.config import MonitorConfig
@@ -93,7 +97,7 @@ def _run(model_ref: str, store: str, reference: str, window: int, once: bool, ev
     if no_calibration:
         config = dataclasses.replace(config, signals={k: dataclasses.replace(v, calibrate=False)
                                                       for k, v in config.signals.items()})
-    TriggerEngine(parse_rules(triggers, names), actions=actions)  # bad rules or actions fail before any work
+    TriggerEngine(parse_rules(triggers, names), actions=actions, max_events=max_triggers)  # fail before any work
     printer = ConsolePrinter(columns=show_columns)
 
     def show(summary: Any) -> None:
@@ -105,7 +109,8 @@ def _run(model_ref: str, store: str, reference: str, window: int, once: bool, ev
     outcome = run_monitor(model_ref, store, reference=reference, config=config, triggers=triggers, actions=actions,
                           all_versions=all_versions, served_name=served_name, reports=reports,
                           report_dir=report_dir, experiment=experiment, use_mlflow=use_mlflow, every_s=interval,
-                          max_ticks=max_ticks, on_window=show, echo=None if as_json else printer.line)
+                          max_ticks=max_ticks, on_window=show, echo=None if as_json else printer.line,
+                          max_triggers=max_triggers)
     return len(outcome.events)
 
 

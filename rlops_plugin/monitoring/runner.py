@@ -40,6 +40,8 @@ class MonitorOutcome:
     pending: int = 0
     """Decisions read that do not fill a window yet."""
     calibration: dict[str, Any] = field(default_factory=dict)
+    suppressed: int = 0
+    """Trigger firings past ``max_triggers`` (not delivered)."""
 
     @property
     def triggered(self) -> bool:
@@ -52,8 +54,15 @@ def run_monitor(model: str, store: str, *, reference: str = "rollouts", config: 
                 served_name: str | None = None, reports: str = "drift", report_dir: str | Path | None = None,
                 experiment: str = DEFAULT_EXPERIMENT, use_mlflow: bool = True, every_s: float | None = None,
                 max_ticks: int | None = None, on_window: Callable[[Any], None] | None = None,
-                echo: Callable[[str], None] | None = None) -> MonitorOutcome:
-    """Monitor ``model``'s decisions in ``store`` (once, or every ``every_s`` seconds until Ctrl-C)."""
+                echo: Callable[[str], None] | None = None,
+                on_trigger: Callable[[Any], None] | None = None, max_triggers: int | None = None) -> MonitorOutcome:
+    """Monitor ``model``'s decisions in ``store`` (once, or every ``every_s`` seconds until Ctrl-C).
+
+    ``on_window`` sees each window summary after its triggers ran; ``on_trigger`` sees each trigger
+    event before its hooks and actions run (after it is recorded in the audit trail).
+    ``max_triggers`` caps the events of the session (e.g. 1: one retraining, not one per drifting
+    signal); later firings are only counted (``MonitorOutcome.suppressed``).
+    """
     from rlops_plugin.experience.store import open_store
     from rlops_plugin.monitoring.session import MonitorSession, resolve_policy
     from rlops_plugin.monitoring.triggers import TriggerEngine, parse_rules
@@ -61,7 +70,7 @@ def run_monitor(model: str, store: str, *, reference: str = "rollouts", config: 
     config = config or MonitorConfig()
     say = echo or (lambda text: None)
     rules = parse_rules(triggers, config.monitors)
-    engine = TriggerEngine(rules, actions=actions)  # unknown actions fail here, before any work
+    engine = TriggerEngine(rules, actions=actions, max_events=max_triggers)  # bad actions fail before any work
     resolved = resolve_policy(model)
     engine.model = resolved.model_name
     watched = None if all_versions else resolved.policy_version
@@ -86,8 +95,8 @@ def run_monitor(model: str, store: str, *, reference: str = "rollouts", config: 
                 params[f"{name}.stattest"] = config.signal(name).stattest
                 params[f"{name}.threshold"] = config.signal(name).threshold
             tracker.start(config.to_dict(), drift.calibration, params)
-            engine.on_fire = tracker.audit_trigger
             say(f"MLflow run {tracker.run_id} in experiment {experiment!r}")
+        engine.on_fire = _chain(tracker.audit_trigger if tracker is not None else None, on_trigger)
         session = MonitorSession(experience, drift, policy_version=watched, served_model=served_name,
                                  model_name=resolved.model_name, triggers=engine, tracker=tracker, reports=reports,
                                  report_dir=report_dir, on_window=on_window, **session_args)
@@ -110,12 +119,26 @@ def run_monitor(model: str, store: str, *, reference: str = "rollouts", config: 
                 tracker.end(status)
             session.close()
     outcome = MonitorOutcome(resolved, session.summaries, engine.events, tracker.run_id if tracker else None,
-                             session.kept_report_dir, len(session.pending), drift.calibration)
+                             session.kept_report_dir, len(session.pending), drift.calibration, engine.suppressed)
     drifted = sum(s.status == "drift" for s in outcome.summaries)
     say(f"[bold]{len(outcome.summaries)} windows[/bold], {drifted} drifted, {len(outcome.events)} triggers"
+        + (f" ({outcome.suppressed} more suppressed by max_triggers={max_triggers})" if outcome.suppressed else "")
         + (f"; {outcome.pending} decisions wait for a full window of {config.window}" if outcome.pending else "")
         + (f"; reports in {outcome.report_dir}" if outcome.report_dir else ""))
     return outcome
+
+
+def _chain(*callbacks: Callable[[Any], None] | None) -> Callable[[Any], None] | None:
+    """One callback calling each given one in order (``None`` when none is given)."""
+    given = [c for c in callbacks if c is not None]
+    if not given:
+        return None
+
+    def call(event: Any) -> None:
+        for callback in given:
+            callback(event)
+
+    return call
 
 
 def build_monitor(spec: str, config: MonitorConfig, resolved: Any, store: Any, served_name: str | None,

@@ -253,13 +253,19 @@ class TriggerEngine:
     """Checks every rule on each window summary and delivers the events that fire."""
 
     def __init__(self, rules: Sequence[TriggerRule], *, model: str | None = None,
-                 actions: Sequence[str] = (), on_fire: Callable[[TriggerEvent], None] | None = None) -> None:
+                 actions: Sequence[str] = (), on_fire: Callable[[TriggerEvent], None] | None = None,
+                 max_events: int | None = None) -> None:
         from rlops_plugin.monitoring.actions import resolve_action
 
+        if max_events is not None and max_events < 1:
+            raise MonitorConfigError(f"max triggers must be >= 1, got {max_events}")
         self.rules = list(rules)
         self.model = model
         self.on_fire = on_fire
         """Called with each event before hooks and actions (the audit trail records it there)."""
+        self.max_events = max_events
+        """Fire at most this many events (one retraining per session, say); later firings are counted."""
+        self.suppressed = 0
         self.actions = list(actions)
         for spec in self.actions:
             resolve_action(spec)  # unknown actions fail before the first window, not at the first trigger
@@ -271,6 +277,9 @@ class TriggerEngine:
         for rule in self.rules:
             evidence = rule.check(summary)
             if evidence is None:
+                continue
+            if self.max_events is not None and len(self.events) + len(fired) >= self.max_events:
+                self.suppressed += 1
                 continue
             event = TriggerEvent(rule.name, self.model or summary.model, summary.policy_version, summary.index,
                                  evidence)

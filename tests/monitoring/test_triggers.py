@@ -143,3 +143,17 @@ def test_action_registry():
         resolve_action("page-oncall")
     with pytest.raises(MonitorConfigError, match="jsonl action needs a file"):
         TriggerEngine([], actions=["jsonl"])
+
+
+def test_max_events_caps_delivery_and_on_fire_runs_before_the_actions(tmp_path):
+    seen = []
+    path = tmp_path / "events.jsonl"
+    engine = TriggerEngine(parse_rules(["drift:observations:1"], ["observations"]), model="m",
+                           actions=[f"jsonl:{path}"], max_events=1,
+                           on_fire=lambda event: seen.append(path.exists()))
+    fired = [engine.observe(window(i, DRIFT if i != 1 else OK)) for i in range(4)]
+    assert [len(f) for f in fired] == [1, 0, 0, 0] and engine.suppressed == 1  # window 2 starts a new streak
+    assert seen == [False]  # called before the jsonl action wrote its file
+    assert len(path.read_text().splitlines()) == 1
+    with pytest.raises(MonitorConfigError, match="max triggers must be >= 1"):
+        TriggerEngine([], max_events=0)
