@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,10 @@ def run_local(arguments: dict[str, Any], pipeline_root: str | Path = ".rlops/kfp
                raise_on_error=True)
     start = time.perf_counter()
     try:
-        task = continuous_improvement(**{"tracking_uri": tracking, **arguments})
+        with warnings.catch_warnings():
+            # the components name our image; running its code in this (same) environment is the point here
+            warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
+            task = continuous_improvement(**{"tracking_uri": tracking, **arguments})
     except RuntimeError as exc:
         raise PipelineError(f"pipeline failed: {exc}") from exc
     return {"wall_s": time.perf_counter() - start, "state": str(getattr(task, "state", "")),

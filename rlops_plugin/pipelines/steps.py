@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import threading
 import uuid
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from rlops_plugin.errors import ConfigError
+
+# the KFP executor logs at INFO; one line per HTTP request of the traffic simulator drowns the step's own lines
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _use_tracking(tracking_uri: str) -> None:
@@ -146,6 +150,7 @@ def register_policy(model_uri: str, name: str, alias: str = "challenger", gate_j
     from rlops_plugin.audit.events import AuditEvent, record_event
     from rlops_plugin.evaluation.gate import GateResult, record_gate
     from rlops_plugin.flavor import load_model, register_bundle, set_alias
+    from rlops_plugin.flavor.registry import trainer_label
 
     _use_tracking(tracking_uri)
     bundle = load_model(model_uri)
@@ -155,7 +160,7 @@ def register_policy(model_uri: str, name: str, alias: str = "challenger", gate_j
     if gate_result:
         record_gate(GateResult.from_dict(gate_result), name, version)
     record_event(AuditEvent("policy_update", name, version, decision=f"registered as {alias}",
-                            reason=f"trained by {bundle.lineage.get('trainer')} from version "
+                            reason=f"trained by {trainer_label(bundle.lineage)} from version "
                                    f"{bundle.lineage.get('parent_version')}",
                             details={"lineage": bundle.lineage, "hashes": bundle.hashes(), "gate": gate_result}))
     return {"version": version}
