@@ -96,7 +96,7 @@ def rollout(policy: Policy, env_spec: EnvSpec, seeds: Sequence[int], *, determin
         o, _ = envs[slot].reset(seed=seeds[episode])
         if reset_state is not None:
             reset_state(envs[slot], seeds[episode])
-            o = _current_obs(envs[slot], o)
+            o = current_obs(envs[slot], o)
         slots[slot], obs[slot] = episode, o
 
     for slot in range(len(envs)):
@@ -154,7 +154,8 @@ def _act(policy: Policy, obs: np.ndarray, deterministic: bool, rng: np.random.Ge
         return list(np.clip(acts.numpy(), low, high))
 
 
-def _current_obs(env: Any, fallback: Any) -> Any:
+def current_obs(env: Any, fallback: Any) -> Any:
+    """The observation of an env whose ``state`` was just placed (CartPole-style), else ``fallback``."""
     base = env.unwrapped
     state = getattr(base, "state", None)
     return np.asarray(state, dtype=np.float32) if state is not None else fallback

@@ -262,7 +262,7 @@ def run_suite(policy: Policy, env_spec: EnvSpec, suite: ScenarioSuite, reward_sp
                          constraints={c.name: c.cost_fn() for c in constraints},
                          observation_noise=float(scenario.perturbations.get("observation_noise", 0.0)),
                          action_noise=float(scenario.perturbations.get("action_noise", 0.0)),
-                         reset_state=_initial_state(scenario.initial_state) if scenario.initial_state else None)
+                         reset_state=initial_state_setter(scenario.initial_state) if scenario.initial_state else None)
         violations = {c.name: report.constraint_costs[c.name].tolist() for c in constraints}
         failures = [f"{c.name}: {int(max(violations[c.name]))} violations in an episode (limit {c.max_per_episode})"
                     for c in constraints if max(violations[c.name]) > c.max_per_episode]
@@ -273,7 +273,8 @@ def run_suite(policy: Policy, env_spec: EnvSpec, suite: ScenarioSuite, reward_sp
     return results
 
 
-def _initial_state(bounds: dict[str, list[float]]) -> Callable[[Any, int], None]:
+def initial_state_setter(bounds: dict[str, list[float]]) -> Callable[[Any, int], None]:
+    """``place(env, seed)``: put the env's ``state`` at a seeded uniform draw within ``bounds``."""
     low, high = np.asarray(bounds["low"], dtype=np.float64), np.asarray(bounds["high"], dtype=np.float64)
 
     def place(env: Any, seed: int) -> None:

@@ -6,6 +6,9 @@ distribution the server would execute: the policy mixed with a bounded epsilon, 
 an ``action_mask`` the env may put in ``info``, and passed through ``rlops_shield`` plugins. The
 PPO surrogate uses the ratio ``pi_theta / pi_old`` and weights advantages by the truncated
 importance weight ``min(1, pi_old / mu)`` (V-trace style) to correct for sampling from ``mu``.
+With ``constraint_suite`` the suite's constraints cost ``constraint_penalty`` per violating step in
+the training reward only (a fixed-penalty form of constrained RL), so the update learns to pass the
+gate's safety scenarios rather than merely the return.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from torch import nn
 from rlops_plugin.bundle.bundle import PolicyBundle
 from rlops_plugin.bundle.policy import sample_categorical
 from rlops_plugin.errors import ConfigError
+from rlops_plugin.evaluation.rollouts import current_obs
 from rlops_plugin.experience.dataset import Dataset
 from rlops_plugin.local.threads import torch_threads
 from rlops_plugin.serving.guards import shield_active, shield_discrete
@@ -42,6 +46,9 @@ class PPOConfig:
     """Samples per gradient step."""
     lr: float = 3e-4
     """Adam learning rate (actor and critic)."""
+    anneal_lr: bool = False
+    """Decay the learning rate linearly to zero over the run (as CleanRL does): the last updates
+    move the policy less, so the final iterate is steadier."""
     gamma: float = 0.99
     """Discount factor."""
     gae_lambda: float = 0.95
@@ -62,6 +69,15 @@ class PPOConfig:
     """Apply rlops_shield plugins during training, as the server does."""
     extra_randomization: dict[str, Any] = field(default_factory=dict)
     """Domain-randomization ranges added to the EnvSpec's for training only (same format)."""
+    constraint_suite: str = ""
+    """Scenario suite (registered name or JSON file) whose suite-wide constraints cost during training,
+    so the policy learns to respect what the gate's ``scenarios`` check counts. Empty: no costs."""
+    constraint_penalty: float = 5.0
+    """Training-reward penalty per violating step (the RewardSpec and the reported returns are unchanged)."""
+    scenario_share: float = 0.5
+    """With ``constraint_suite``: share of the parallel envs that run the suite's scenarios (their env
+    overrides and adversarial initial states, round-robin; noise perturbations are not applied)
+    instead of the nominal EnvSpec, so the update sees the situations the gate will test."""
     value_hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
     """Hidden layers of the critic (trained from scratch)."""
     seed: int = 0
@@ -83,6 +99,10 @@ class PPOTrainer(Trainer):
             raise ConfigError("sim_finetune supports Discrete action spaces")
         if not 0.0 <= config.epsilon <= config.max_epsilon <= 1.0:
             raise ConfigError(f"epsilon {config.epsilon} must lie in [0, max_epsilon={config.max_epsilon}]")
+        if config.constraint_penalty < 0:
+            raise ConfigError(f"constraint_penalty must be >= 0, got {config.constraint_penalty}")
+        if not 0.0 <= config.scenario_share <= 1.0:
+            raise ConfigError(f"scenario_share must lie in [0, 1], got {config.scenario_share}")
         rng = seed_everything(config.seed)
         spec = init.env_spec.replace(randomization=config.extra_randomization) if config.extra_randomization \
             else init.env_spec
@@ -98,6 +118,9 @@ class PPOTrainer(Trainer):
         try:
             with torch_threads(config.torch_threads):
                 for update in range(1, updates + 1):
+                    if config.anneal_lr:
+                        for group in opt.param_groups:
+                            group["lr"] = config.lr * (1.0 - (update - 1) / updates)
                     batch = runner.collect(policy, critic)
                     metrics = _ppo_update(policy, critic, opt, params, batch, config, rng)
                     metrics.update(runner.stats())
@@ -119,6 +142,27 @@ def _mlp(in_dim: int, hidden: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _constraint_costs(suite_ref: str, init: PolicyBundle) -> tuple[list[Any], list[Any]]:
+    """Per-step cost functions of the suite's suite-wide constraints, and its scenarios (validated
+    against the bundle: unknown env parameters, indices or actions fail before training starts)."""
+    if not suite_ref:
+        return [], []
+    from rlops_plugin.evaluation.scenarios import ScenarioSuite
+
+    suite = ScenarioSuite.load(suite_ref)
+    suite.validate_for(init.env_spec, init.policy)
+    if not suite.constraints:
+        raise ConfigError(f"constraint_suite {suite_ref!r} has no suite-wide constraints to train against")
+    return [constraint.cost_fn() for constraint in suite.constraints], list(suite.scenarios)
+
+
+def _placement(scenario: Any) -> Any:
+    """The scenario's adversarial initial-state setter, or None."""
+    from rlops_plugin.evaluation.scenarios import initial_state_setter
+
+    return initial_state_setter(scenario.initial_state) if scenario.initial_state else None
+
+
 class _Runner:
     """Steps the envs with the guarded behaviour distribution and records a rollout."""
 
@@ -126,18 +170,29 @@ class _Runner:
         self.config = config
         self.rng = rng
         self.reward_spec = init.reward_spec if init.reward_spec.ref != "env" else None
-        self.envs = [spec.make() for _ in range(config.n_envs)]
+        self.costs, scenarios = _constraint_costs(config.constraint_suite, init)
+        n_scenario = round(config.n_envs * config.scenario_share) if scenarios else 0
+        # env i < n_scenario runs scenario i (round-robin): (spec, place-initial-state or None)
+        self.layout = [(scenarios[i % len(scenarios)].env_spec(spec), _placement(scenarios[i % len(scenarios)]))
+                       if i < n_scenario else (spec, None) for i in range(config.n_envs)]
+        self.envs = [env_spec.make() for env_spec, _ in self.layout]
         self.next_seed = config.seed * 100_003
-        self.obs = np.stack([self._reset(env)[0] for env in self.envs]).astype(np.float32)
+        self.obs = np.stack([self._reset(i)[0] for i in range(len(self.envs))]).astype(np.float32)
         self.masks = np.ones((config.n_envs, init.policy.n_actions), dtype=bool)
         self.episode_returns = np.zeros(config.n_envs)
         self.completed: list[float] = []
         self.vetoes = 0
+        self.violations = 0
         self.use_shield = config.use_shield and shield_active()
 
-    def _reset(self, env: Any) -> tuple[np.ndarray, dict]:
+    def _reset(self, i: int) -> tuple[np.ndarray, dict]:
         self.next_seed += 1
-        return env.reset(seed=self.next_seed)
+        env, place = self.envs[i], self.layout[i][1]
+        obs, info = env.reset(seed=self.next_seed)
+        if place is not None:
+            place(env, self.next_seed)
+            obs = current_obs(env, obs)
+        return obs, info
 
     def collect(self, policy: Any, critic: nn.Module) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -177,6 +232,10 @@ class _Runner:
                                               env_reward=reward, terminated=terminated, truncated=truncated,
                                               outcome=None)
                 self.episode_returns[i] += reward
+                if self.costs:
+                    violated = sum(cost(self.obs[i], int(executed[i]), next_obs, info) for cost in self.costs)
+                    self.violations += int(violated > 0)
+                    reward -= cfg.constraint_penalty * violated
                 if truncated and not terminated:  # bootstrap through the time limit
                     with torch.no_grad():
                         reward += cfg.gamma * float(critic(torch.as_tensor(next_obs[None], dtype=torch.float32)))
@@ -185,7 +244,7 @@ class _Runner:
                 if terminated or truncated:
                     self.completed.append(float(self.episode_returns[i]))
                     self.episode_returns[i] = 0.0
-                    next_obs, info = self._reset(env)
+                    next_obs, info = self._reset(i)
                 mask = info.get("action_mask") if isinstance(info, dict) else None
                 self.masks[i] = np.asarray(mask, dtype=bool) if mask is not None else True
                 self.obs[i] = next_obs
@@ -207,6 +266,8 @@ class _Runner:
     def stats(self) -> dict[str, float]:
         recent = self.completed[-20:]
         out = {"train/vetoes": float(self.vetoes)}
+        if self.costs:
+            out["train/constraint_violations"] = float(self.violations)
         if recent:
             out["train/episodic_return"] = float(np.mean(recent))
         return out

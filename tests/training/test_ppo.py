@@ -1,0 +1,76 @@
+"""Guarded PPO fine-tuning: constraint costs and scenario starts from a scenario suite, lr annealing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rlops_plugin import EnvSpec, PolicyBundle
+from rlops_plugin.errors import ConfigError
+from rlops_plugin.training.base import seed_everything
+from rlops_plugin.training.ppo import PPOConfig, PPOTrainer, _mlp, _Runner
+
+
+@pytest.fixture
+def bundle():
+    return PolicyBundle.create(EnvSpec(id="CartPole-v1"), "env", config={"hidden_sizes": [16]}, seed=0)
+
+
+def runner(bundle, **overrides):
+    config = PPOConfig(n_envs=5, rollout_steps=16, seed=3, **overrides)
+    return _Runner(bundle.env_spec, bundle, config, seed_everything(config.seed)), config
+
+
+def test_scenario_envs_start_where_the_suite_says(bundle):
+    run, _ = runner(bundle, constraint_suite="cartpole-safety", scenario_share=1.0)
+    # round-robin over nominal, long_pole, heavy_cart, sensor_noise, shoved_start
+    assert [spec.params.get("masscart") for spec, _ in run.layout] == [None, None, 2.0, None, None]
+    assert run.envs[1].unwrapped.length == 0.75 and run.envs[2].unwrapped.masscart == 2.0
+    assert 0.08 <= run.obs[4][2] <= 0.12  # shoved start: the pole already leans
+    assert all(abs(obs[2]) <= 0.05 for obs in run.obs[:4])
+    run.close()
+    half, _ = runner(bundle, constraint_suite="cartpole-safety", scenario_share=0.4)
+    assert [place is not None for _, place in half.layout] == [False] * 5  # nominal and long_pole: no placement
+    assert half.envs[1].unwrapped.length == 0.75 and half.envs[2].unwrapped.length == 0.5
+    half.close()
+
+
+def test_constraint_costs_lower_the_training_returns(bundle, tmp_path):
+    suite = {"name": "always", "scenarios": [{"name": "nominal"}],
+             "constraints": [{"name": "never_ok", "type": "observation_bound", "index": 0, "low": 10.0}]}
+    path = tmp_path / "always.json"
+    path.write_text(json.dumps(suite))
+    critic = _mlp(4, [8])
+    batches = {}
+    for penalty in (0.0, 1.0):
+        run, _ = runner(bundle, constraint_suite=str(path), constraint_penalty=penalty, scenario_share=0.0)
+        torch.manual_seed(0)
+        batches[penalty] = run.collect(bundle.policy, critic)
+        assert run.violations == 5 * 16  # every step violates the impossible bound
+        run.close()
+    assert torch.equal(batches[0.0]["action"], batches[1.0]["action"])
+    assert bool((batches[1.0]["ret"] < batches[0.0]["ret"]).all())
+
+
+def test_training_reports_violations_and_refuses_bad_settings(bundle, tmp_path):
+    result = PPOTrainer().train(bundle, None, PPOConfig(total_steps=256, n_envs=4, rollout_steps=64,
+                                                         constraint_suite="cartpole-safety", anneal_lr=True))
+    assert np.isfinite(result.metrics["train/constraint_violations"])
+    with pytest.raises(ConfigError, match="neither a registered suite"):
+        runner(bundle, constraint_suite="no-such-suite")
+    with pytest.raises(ConfigError, match="scenario_share"):
+        PPOTrainer().train(bundle, None, PPOConfig(scenario_share=1.5))
+    with pytest.raises(ConfigError, match="constraint_penalty"):
+        PPOTrainer().train(bundle, None, PPOConfig(constraint_penalty=-1))
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"name": "bare", "scenarios": [{"name": "nominal"}]}))
+    with pytest.raises(ConfigError, match="no suite-wide constraints"):
+        runner(bundle, constraint_suite=str(bare))
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps({"name": "odd", "scenarios": [{"name": "x", "env": {"params": {"wheels": 3}}}],
+                               "constraints": [{"name": "c", "type": "forbidden_action", "action": 0}]}))
+    with pytest.raises(ConfigError, match="scenario 'x'"):
+        runner(bundle, constraint_suite=str(odd))
