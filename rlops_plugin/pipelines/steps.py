@@ -149,7 +149,7 @@ def register_policy(model_uri: str, name: str, alias: str = "challenger", gate_j
     """Register a trained model with lineage tags, set ``alias`` and record the policy update."""
     from rlops_plugin.audit.events import AuditEvent, record_event
     from rlops_plugin.evaluation.gate import GateResult, record_gate
-    from rlops_plugin.flavor import load_model, register_bundle, set_alias
+    from rlops_plugin.flavor import load_model, register_bundle, registry, set_alias
     from rlops_plugin.flavor.registry import trainer_label
 
     _use_tracking(tracking_uri)
@@ -159,10 +159,17 @@ def register_policy(model_uri: str, name: str, alias: str = "challenger", gate_j
     gate_result = _json(gate_json, "gate_json")
     if gate_result:
         record_gate(GateResult.from_dict(gate_result), name, version)
+    run_id = registry.client().get_model_version(name, version).run_id
+    metrics = registry.client().get_run(run_id).data.metrics if run_id else {}
+    # before/after: the training run's evaluation and the gate's paired champion-vs-candidate returns
+    before_after = {k: v for k, v in metrics.items() if k.startswith(("eval/", "gate/regression/"))}
     record_event(AuditEvent("policy_update", name, version, decision=f"registered as {alias}",
                             reason=f"trained by {trainer_label(bundle.lineage)} from version "
                                    f"{bundle.lineage.get('parent_version')}",
-                            details={"lineage": bundle.lineage, "hashes": bundle.hashes(), "gate": gate_result}))
+                            metrics=before_after,
+                            details={"lineage": bundle.lineage, "hashes": bundle.hashes(), "run_id": run_id,
+                                     "model_uri": model_uri, "dataset_digest": bundle.lineage.get("dataset_digest"),
+                                     "gate": gate_result}))
     return {"version": version}
 
 

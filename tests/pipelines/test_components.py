@@ -81,6 +81,10 @@ def test_components_one_after_another(world, tracking, tmp_path):
     gate_event = list_events(name, kinds=["gate"])[0]
     assert gate_event.decision == "passed" and gate_event.details["candidate_uri"] == model_uri
     assert gate_event.metrics["gate/passed"] == 1.0 and gate_event.details["checks"]
+    update = list_events(name, kinds=["policy_update"])[0]
+    assert update.details["dataset_digest"] == digest and update.details["hashes"]["bundle"]
+    assert {"eval/return_mean", "gate/regression/champion_return", "gate/regression/candidate_return"} <= \
+        set(update.metrics)
 
 
 def test_traffic_overrides_are_checked_before_anything_runs():
