@@ -124,7 +124,8 @@ def run_monitor(model: str, store: str, *, reference: str = "rollouts", config: 
     say(f"[bold]{len(outcome.summaries)} windows[/bold], {drifted} drifted, {len(outcome.events)} triggers"
         + (f" ({outcome.suppressed} more suppressed by max_triggers={max_triggers})" if outcome.suppressed else "")
         + (f"; {outcome.pending} decisions wait for a full window of {config.window}" if outcome.pending else "")
-        + (f"; reports in {outcome.report_dir}" if outcome.report_dir else ""))
+        + (f"; reports in {outcome.report_dir}" if outcome.report_dir and any(outcome.report_dir.glob("*.html"))
+           else ""))
     return outcome
 
 
