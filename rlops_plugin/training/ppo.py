@@ -78,6 +78,11 @@ class PPOConfig:
     """With ``constraint_suite``: share of the parallel envs that run the suite's scenarios (their env
     overrides and adversarial initial states, round-robin; noise perturbations are not applied)
     instead of the nominal EnvSpec, so the update sees the situations the gate will test."""
+    select_every: int = 0
+    """With ``constraint_suite``: every this many updates (and after the last) run the suite, with
+    twice its episodes, on validation seeds (offset from the suite's own, which the gate uses) and
+    return the iterate with the fewest failed scenarios, then the highest mean return (PPO iterates
+    differ in safety from one update to the next). 0 returns the last iterate."""
     value_hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
     """Hidden layers of the critic (trained from scratch)."""
     seed: int = 0
@@ -103,6 +108,8 @@ class PPOTrainer(Trainer):
             raise ConfigError(f"constraint_penalty must be >= 0, got {config.constraint_penalty}")
         if not 0.0 <= config.scenario_share <= 1.0:
             raise ConfigError(f"scenario_share must lie in [0, 1], got {config.scenario_share}")
+        if config.select_every < 0 or (config.select_every and not config.constraint_suite):
+            raise ConfigError("select_every must be >= 0 and needs a constraint_suite to select by")
         rng = seed_everything(config.seed)
         spec = init.env_spec.replace(randomization=config.extra_randomization) if config.extra_randomization \
             else init.env_spec
@@ -112,6 +119,7 @@ class PPOTrainer(Trainer):
         params = list(policy.network.parameters()) + list(critic.parameters())
         opt = torch.optim.Adam(params, lr=config.lr)
         runner = _Runner(spec, init, config, rng)
+        selector = _Selector(init, config) if config.select_every else None
         history: list[tuple[int, dict[str, float]]] = []
         metrics: dict[str, float] = {}
         updates = max(1, config.total_steps // (config.n_envs * config.rollout_steps))
@@ -124,10 +132,14 @@ class PPOTrainer(Trainer):
                     batch = runner.collect(policy, critic)
                     metrics = _ppo_update(policy, critic, opt, params, batch, config, rng)
                     metrics.update(runner.stats())
+                    if selector is not None and (update % config.select_every == 0 or update == updates):
+                        selector.consider(policy, update)
                     report(progress, update * config.n_envs * config.rollout_steps,
                            updates * config.n_envs * config.rollout_steps, metrics, history, every=1)
         finally:
             runner.close()
+        if selector is not None:
+            metrics.update(selector.restore_best(policy))
         policy.eval()
         return TrainResult(policy, metrics, history)
 
@@ -140,6 +152,46 @@ def _mlp(in_dim: int, hidden: list[int]) -> nn.Sequential:
         last = width
     layers.append(nn.Linear(last, 1))
     return nn.Sequential(*layers)
+
+
+class _Selector:
+    """Keeps the iterate that does best on the constraint suite's scenarios, on validation seeds."""
+
+    SEED_OFFSET = 7_919
+
+    def __init__(self, init: PolicyBundle, config: PPOConfig) -> None:
+        import dataclasses
+
+        from rlops_plugin.evaluation.scenarios import ScenarioSuite
+
+        suite = ScenarioSuite.load(config.constraint_suite)
+        offset = self.SEED_OFFSET + config.seed
+        self.suite = dataclasses.replace(suite, scenarios=tuple(
+            dataclasses.replace(sc, seed=sc.seed + offset) for sc in suite.scenarios))
+        self.init = init
+        self.best: tuple[int, float] | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_update = 0
+
+    def consider(self, policy: Any, update: int) -> None:
+        from rlops_plugin.evaluation.scenarios import run_suite
+
+        policy.eval()
+        try:
+            results = run_suite(policy, self.init.env_spec, self.suite, self.init.reward_spec, episodes_scale=2.0)
+        finally:
+            policy.train()
+        score = (-sum(not r.passed for r in results), float(np.mean([r.report.returns.mean() for r in results])))
+        if self.best is None or score >= self.best:  # ties go to the later iterate
+            self.best, self.best_update = score, update
+            self.best_state = {k: v.detach().clone() for k, v in policy.network.state_dict().items()}
+
+    def restore_best(self, policy: Any) -> dict[str, float]:
+        assert self.best is not None and self.best_state is not None
+        policy.network.load_state_dict(self.best_state)
+        return {"train/selected_update": float(self.best_update),
+                "train/selection_failed_scenarios": float(-self.best[0]),
+                "train/selection_return_mean": self.best[1]}
 
 
 def _constraint_costs(suite_ref: str, init: PolicyBundle) -> tuple[list[Any], list[Any]]:

@@ -74,3 +74,31 @@ def test_training_reports_violations_and_refuses_bad_settings(bundle, tmp_path):
                                "constraints": [{"name": "c", "type": "forbidden_action", "action": 0}]}))
     with pytest.raises(ConfigError, match="scenario 'x'"):
         runner(bundle, constraint_suite=str(odd))
+
+
+def test_selection_keeps_the_iterate_that_does_best_on_the_suite(bundle, tmp_path):
+    from rlops_plugin.training.ppo import _Selector
+
+    suite = {"name": "s", "scenarios": [{"name": "nominal", "episodes": 5}],
+             "constraints": [{"name": "no_left", "type": "forbidden_action", "action": 0, "max_per_episode": 0}]}
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(suite))
+    policy = bundle.policy.clone()
+    selector = _Selector(bundle, PPOConfig(constraint_suite=str(path)))
+    assert all(sc.seed == _Selector.SEED_OFFSET for sc in selector.suite.scenarios)  # not the gate's seeds
+    bias = list(policy.network.parameters())[-1]
+    with torch.no_grad():  # an iterate that always pushes right: passes the suite
+        bias.copy_(torch.tensor([-50.0, 50.0]))
+    selector.consider(policy, 1)
+    good = {k: v.clone() for k, v in policy.network.state_dict().items()}
+    with torch.no_grad():  # a later one that always pushes left: violates no_left
+        bias.copy_(torch.tensor([50.0, -50.0]))
+    selector.consider(policy, 2)
+    metrics = selector.restore_best(policy)
+    assert metrics["train/selected_update"] == 1.0 and metrics["train/selection_failed_scenarios"] == 0.0
+    assert all(torch.equal(good[k], v) for k, v in policy.network.state_dict().items())
+    with pytest.raises(ConfigError, match="select_every"):
+        PPOTrainer().train(bundle, None, PPOConfig(select_every=2))
+    result = PPOTrainer().train(bundle, None, PPOConfig(total_steps=512, n_envs=4, rollout_steps=64,
+                                                         constraint_suite="cartpole-safety", select_every=1))
+    assert 1 <= result.metrics["train/selected_update"] <= 2
