@@ -24,7 +24,7 @@ EVENT_KINDS = ("policy_update", "gate", "deployment", "canary_step", "promotion"
 
 
 def current_actor() -> str:
-    """Who is acting: ``RLOPS_ACTOR`` if set (pipelines set it), else the OS user."""
+    """Who is acting: ``RLOPS_ACTOR`` if set (e.g. in a pipeline's pods), else the OS user."""
     return os.environ.get("RLOPS_ACTOR") or f"user:{getpass.getuser()}"
 
 

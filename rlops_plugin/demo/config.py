@@ -19,8 +19,9 @@ class DemoConfig:
     """Registered model name (a suffix is added when the server already has it)."""
     env_id: str = "CartPole-v1"
     """The production world: a gymnasium id of a Discrete-action environment."""
-    shift: dict[str, Any] = field(default_factory=lambda: {"length": 0.75})
-    """How the world changes halfway: env attribute overrides (CartPole's pole is 0.5 long)."""
+    shift: dict[str, Any] = field(default_factory=lambda: {"masscart": 2.5})
+    """How the world changes halfway: env attribute overrides (CartPole's cart weighs 1.0; a cart
+    2.5x as heavy showed in the observations of every champion tried, a 1.5x longer pole did not)."""
     seed: int = 0
     champion_steps: int = 32_768
     """Simulator (PPO) steps of the initial champion: small on purpose, it leaves room to improve."""
@@ -44,9 +45,19 @@ class DemoConfig:
     """Offline RL (CQL) gradient steps on the logged decisions."""
     finetune_steps: int = 98_304
     """Guarded simulator fine-tuning steps after CQL (0 skips it)."""
-    finetune_randomization: dict[str, Any] = field(
-        default_factory=lambda: {"length": {"low": 0.5, "high": 1.0}})
-    """Domain randomization of the fine-tuning simulator (covers the changed world)."""
+    finetune_randomization: dict[str, Any] | None = None
+    """Domain randomization of the fine-tuning simulator, ``{attr: {"low": a, "high": b}}``. ``None``:
+    each shifted attribute between its nominal and its shifted value (the operator widens the
+    simulator to cover what the monitor saw change; the demo knows the change, a user states it)."""
+    finetune_config: dict[str, Any] = field(default_factory=lambda: {
+        "lr": 1e-3, "anneal_lr": True, "update_epochs": 10, "minibatch_size": 128, "rollout_steps": 256,
+        "constraint_suite": "cartpole-safety", "select_every": 4})
+    """PPO settings of the fine-tuning: more epochs on smaller minibatches than the trainer's defaults
+    (a return of 500 in 65k steps), a decaying learning rate, the gate's safety suite as training
+    costs and scenario starts, and the iterate chosen on that suite's validation seeds. Measured from
+    a 16k-step champion with the cart randomized up to 3x (harder than the default 2.5x): the last iterate passed the gate's safety
+    scenarios for 2 of 3 seeds; with annealing 5 of 6; the seed that still failed passed with
+    selection. A gate failure is a real outcome the demo reports, not an error."""
     eval_episodes: int = 30
     """Episodes of the training evaluation and of the gate's paired comparison."""
     regression_margin: float = 0.05
@@ -64,7 +75,7 @@ class DemoConfig:
         values: dict[str, Any] = {}
         if fast:
             values = {"champion_steps": 16_384, "reference_decisions": 5_000, "nominal_decisions": 1_000,
-                      "shifted_decisions": 2_500, "window": 500, "cql_steps": 1500, "finetune_steps": 32_768,
+                      "shifted_decisions": 2_500, "window": 500, "cql_steps": 1500, "finetune_steps": 65_536,
                       "eval_episodes": 10, "final_eval_episodes": 20,
                       "promotion": {"steps": [0.5], "shadow_decisions": 200, "min_decisions_per_step": 300,
                                     "min_samples": 15, "metric": "episode", "poll_interval_s": 1.0,
