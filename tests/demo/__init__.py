@@ -1,0 +1,1 @@
+"""Tests of rlops_plugin.demo."""
