@@ -55,9 +55,10 @@ class DemoConfig:
     """PPO settings of the fine-tuning: more epochs on smaller minibatches than the trainer's defaults
     (a return of 500 in 65k steps), a decaying learning rate, the gate's safety suite as training
     costs and scenario starts, and the iterate chosen on that suite's validation seeds. Measured from
-    a 16k-step champion with the cart randomized up to 3x (harder than the default 2.5x): the last iterate passed the gate's safety
-    scenarios for 2 of 3 seeds; with annealing 5 of 6; the seed that still failed passed with
-    selection. A gate failure is a real outcome the demo reports, not an error."""
+    a 16k-step champion with the cart randomized up to 3x (harder than the default 2.5x): the last
+    iterate passed the gate's safety scenarios for 2 of 3 seeds; with annealing 5 of 6; the seed that
+    still failed passed with selection. A gate failure is a real outcome the demo reports, not an
+    error."""
     eval_episodes: int = 30
     """Episodes of the training evaluation and of the gate's paired comparison."""
     regression_margin: float = 0.05

@@ -94,12 +94,14 @@ def run_demo(root: str | Path = ".rlops/demo", config: DemoConfig | None = None,
     started = time.perf_counter()
     server = None
     deployments = None
-    saved_env = os.environ.get("MLFLOW_TRACKING_URI")
+    quiet = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"  # no "View run" lines per audit event
+    saved_env = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", quiet)}
+    os.environ[quiet] = "true"
     import mlflow  # noqa: F401  (importing mlflow configures its loggers; quieten them after that)
 
     mlflow_logger = logging.getLogger("mlflow")
     saved_level = mlflow_logger.level
-    mlflow_logger.setLevel(logging.WARNING)  # no "View run" line per audit event; the stages say what happened
+    mlflow_logger.setLevel(logging.WARNING)  # the stages say what happened
     try:
         with out.stage(1, "MLflow tracking server and model registry") as info:
             if tracking_uri is None:
@@ -170,10 +172,11 @@ def run_demo(root: str | Path = ".rlops/demo", config: DemoConfig | None = None,
                 stopped.append(f"MLflow server pid {server.process.pid if server.process else '?'}")
                 server.stop()
             mlflow_logger.setLevel(saved_level)
-            if saved_env is None:
-                os.environ.pop("MLFLOW_TRACKING_URI", None)
-            else:
-                os.environ["MLFLOW_TRACKING_URI"] = saved_env
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
             info["detail"] = ", ".join(stopped) or "nothing to stop"
     result.wall_s = time.perf_counter() - started
     result.stage_seconds = dict(out.timings)
