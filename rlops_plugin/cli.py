@@ -458,6 +458,9 @@ def _pipeline_arguments(model: str, store: str, deployment: str | None, trainer:
         key, sep, value = item.partition("=")
         if not sep:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--arg")
+        if key.endswith("_json"):  # these parameters are JSON text: pass it as it is
+            arguments[key] = value
+            continue
         try:
             arguments[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -481,14 +484,19 @@ def pipeline_compile(out: str) -> None:
 @click.option("--store", envvar="RLOPS_STORE", required=True)
 @click.option("--deployment", default=None, help="Local deployment to canary the challenger on.")
 @click.option("--trainer", default="cql", show_default=True)
-@click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="Other pipeline parameters (JSON values).")
+@click.option("--arg", "args", multiple=True, metavar="KEY=VALUE",
+              help="Other pipeline parameters (JSON values; *_json ones take the JSON text as is).")
 @click.option("--pipeline-root", default=".rlops/kfp", show_default=True)
+@click.option("--pipeline", "pipeline_name", type=click.Choice(["continuous_improvement", "monitor_and_improve"]),
+              default="continuous_improvement", show_default=True,
+              help="monitor_and_improve: monitor first, retrain only when a trigger fires.")
 def pipeline_run(local_run: bool, model: str, store: str, deployment: str | None, trainer: str,
-                 args: tuple[str, ...], pipeline_root: str) -> None:
-    """Run one continuous-improvement cycle locally against the local MLflow server and deployment."""
+                 args: tuple[str, ...], pipeline_root: str, pipeline_name: str) -> None:
+    """Run one pipeline run locally (kfp.local) against the local MLflow server and deployment."""
     from rlops_plugin.pipelines.run import run_local
 
-    result = run_local(_pipeline_arguments(model, store, deployment, trainer, args), pipeline_root)
+    result = run_local(_pipeline_arguments(model, store, deployment, trainer, args), pipeline_root,
+                       pipeline=pipeline_name)
     click.echo(f"pipeline finished in {result['wall_s']:.1f}s; outputs under {result['pipeline_root']}")
 
 
@@ -503,13 +511,17 @@ def pipeline_run(local_run: bool, model: str, store: str, deployment: str | None
 @click.option("--cron", default=None, help="Cron expression: create a recurring run (scheduled retraining).")
 @click.option("--namespace", default=None)
 @click.option("--service-account", default="rlops-pipeline", show_default=True)
+@click.option("--pipeline", "pipeline_name", type=click.Choice(["continuous_improvement", "monitor_and_improve"]),
+              default="continuous_improvement", show_default=True,
+              help="monitor_and_improve: monitor first, retrain only when a trigger fires.")
 def pipeline_submit(host: str, model: str, store: str, deployment: str | None, trainer: str, args: tuple[str, ...],
-                    experiment: str, cron: str | None, namespace: str | None, service_account: str) -> None:
+                    experiment: str, cron: str | None, namespace: str | None, service_account: str,
+                    pipeline_name: str) -> None:
     """Upload and start the pipeline on a Kubeflow cluster (or schedule it with --cron)."""
     from rlops_plugin.pipelines.run import submit
 
     out = submit(host, _pipeline_arguments(model, store, deployment, trainer, args), experiment, cron=cron,
-                 namespace=namespace, service_account=service_account)
+                 namespace=namespace, service_account=service_account, pipeline=pipeline_name)
     click.echo(json.dumps(out))
 
 

@@ -59,3 +59,17 @@ def test_errors_are_one_line_and_exit_2(tracking, model_name):
 def test_quickstart_against_an_existing_server(tracking):
     out = run(["quickstart", "--tracking-uri", tracking]).stdout
     assert "hashes verified, same greedy actions on 100 observations: True" in out
+
+
+def test_pipeline_arguments_keep_json_text_parameters_as_text():
+    import click
+
+    from rlops_plugin.cli import _pipeline_arguments
+
+    args = _pipeline_arguments("m", "s.db", "dep", "cql", ('triggers_json=["drift:*:2"]', "window=500",
+                                                           "simulate_traffic=true", "reference=production:1000"))
+    assert args == {"model_name": "m", "store": "s.db", "trainer": "cql", "deployment": "dep",
+                    "triggers_json": '["drift:*:2"]', "window": 500, "simulate_traffic": True,
+                    "reference": "production:1000"}
+    with pytest.raises(click.BadParameter, match="KEY=VALUE"):
+        _pipeline_arguments("m", "s.db", None, "cql", ("window",))

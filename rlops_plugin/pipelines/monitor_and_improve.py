@@ -29,20 +29,31 @@ def monitor_and_improve(
     reference: str = "rollouts:20000",
     window: int = 1000,
     triggers_json: str = "",
+    served_model: str = "policy",
     trainer: str = "cql",
     trainer_config_json: str = "",
     finetune_steps: int = 0,
+    finetune_config_json: str = "",
+    eval_episodes: int = 20,
+    scenarios_json: str = "[]",
     gate_policy_json: str = "",
     deployment: str = "",
     target: str = "rlops-local",
     promotion_json: str = "",
+    simulate_traffic: bool = False,
+    traffic_env_json: str = "",
+    join_window_s: float = 3600.0,
 ) -> None:
-    """Monitor ``models:/<model_name>@champion``; improve it when drift or degradation is detected."""
+    """Monitor ``models:/<model_name>@champion``; improve it when drift or degradation is detected
+    (the improvement parameters are ``continuous_improvement``'s, passed through)."""
     watch = monitor_policy(model=f"{model_name}@champion", store=store, reference=reference, window=window,
                            triggers_json=triggers_json, tracking_uri=tracking_uri)
     fired = _triggered(events_json=watch.outputs["events_json"])
     with dsl.If(fired.output == True, name="trigger-fired"):  # noqa: E712 - kfp condition syntax
-        continuous_improvement(model_name=model_name, store=store, tracking_uri=tracking_uri, trainer=trainer,
-                               trainer_config_json=trainer_config_json, finetune_steps=finetune_steps,
+        continuous_improvement(model_name=model_name, store=store, tracking_uri=tracking_uri,
+                               served_model=served_model, trainer=trainer, trainer_config_json=trainer_config_json,
+                               finetune_steps=finetune_steps, finetune_config_json=finetune_config_json,
+                               eval_episodes=eval_episodes, scenarios_json=scenarios_json,
                                gate_policy_json=gate_policy_json, deployment=deployment, target=target,
-                               promotion_json=promotion_json)
+                               promotion_json=promotion_json, simulate_traffic=simulate_traffic,
+                               traffic_env_json=traffic_env_json, join_window_s=join_window_s)

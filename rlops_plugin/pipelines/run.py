@@ -23,12 +23,12 @@ class PipelineError(RLOpsError):
 
 
 def run_local(arguments: dict[str, Any], pipeline_root: str | Path = ".rlops/kfp",
-              tracking_uri: str | None = None) -> dict[str, Any]:
-    """Execute one cycle with ``kfp.local``; returns the wall time and the task outcome."""
+              tracking_uri: str | None = None, pipeline: str = "continuous_improvement") -> dict[str, Any]:
+    """Execute one run of ``pipeline`` (``continuous_improvement`` or ``monitor_and_improve``) with
+    ``kfp.local``; returns the wall time and the task outcome."""
     from kfp import local
 
-    from rlops_plugin.pipelines.continuous_improvement import continuous_improvement
-
+    func = pipeline_function(pipeline)
     tracking = tracking_uri or arguments.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
     if not tracking:
         raise PipelineError("set MLFLOW_TRACKING_URI (or pass tracking_uri) to the MLflow server of the model")
@@ -41,29 +41,40 @@ def run_local(arguments: dict[str, Any], pipeline_root: str | Path = ".rlops/kfp
         with warnings.catch_warnings():
             # the components name our image; running its code in this (same) environment is the point here
             warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
-            task = continuous_improvement(**{"tracking_uri": tracking, **arguments})
+            task = func(**{"tracking_uri": tracking, **arguments})
     except RuntimeError as exc:
         raise PipelineError(f"pipeline failed: {exc}") from exc
     return {"wall_s": time.perf_counter() - start, "state": str(getattr(task, "state", "")),
             "pipeline_root": str(Path(pipeline_root).resolve())}
 
 
+def pipeline_function(name: str) -> Any:
+    """The ``@dsl.pipeline`` function called ``name`` (``continuous_improvement``, ``monitor_and_improve``)."""
+    from rlops_plugin.pipelines.continuous_improvement import continuous_improvement
+    from rlops_plugin.pipelines.monitor_and_improve import monitor_and_improve
+
+    pipelines = {"continuous_improvement": continuous_improvement, "monitor_and_improve": monitor_and_improve}
+    if name not in pipelines:
+        raise PipelineError(f"unknown pipeline {name!r}; known: {', '.join(pipelines)}")
+    return pipelines[name]
+
+
 def submit(host: str, arguments: dict[str, Any], experiment: str = "rlops", run_name: str | None = None,
            cron: str | None = None, namespace: str | None = None, service_account: str | None = None,
-           client: Any = None) -> dict[str, str]:
-    """Upload and start the pipeline on Kubeflow (``cron`` makes it a recurring run instead)."""
+           client: Any = None, pipeline: str = "continuous_improvement") -> dict[str, str]:
+    """Upload and start ``pipeline`` on Kubeflow (``cron`` makes it a recurring run instead)."""
     import kfp
     from kfp import compiler
 
-    from rlops_plugin.pipelines.continuous_improvement import PIPELINE_NAME, continuous_improvement
-
+    func = pipeline_function(pipeline)
     client = client or kfp.Client(host=host, namespace=namespace or "kubeflow")
     with tempfile.TemporaryDirectory() as tmp:
-        package = str(Path(tmp) / "continuous_improvement.yaml")
-        compiler.Compiler().compile(continuous_improvement, package)
+        package = str(Path(tmp) / f"{pipeline}.yaml")
+        compiler.Compiler().compile(func, package)
         if cron:
             exp = client.create_experiment(experiment, namespace=namespace)
-            job = client.create_recurring_run(exp.experiment_id, run_name or f"{PIPELINE_NAME}-scheduled",
+            default_name = f"rlops-{pipeline.replace('_', '-')}-scheduled"
+            job = client.create_recurring_run(exp.experiment_id, run_name or default_name,
                                               cron_expression=cron, params=arguments, pipeline_package_path=package,
                                               service_account=service_account, max_concurrency=1, no_catchup=True)
             return {"recurring_run_id": job.recurring_run_id, "experiment_id": exp.experiment_id}

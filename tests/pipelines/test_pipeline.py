@@ -59,3 +59,18 @@ def test_submit_and_schedule_on_kubeflow():
     assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
     assert recurring["max_concurrency"] == "1" or recurring["max_concurrency"] == 1
     assert recurring["no_catchup"] is True
+
+
+def test_submit_monitor_and_improve_and_refuse_unknown_pipelines():
+    from rlops_plugin.pipelines.run import PipelineError, pipeline_function
+
+    recorder = Recorder(FakeKfp()).start()
+    try:
+        submit(recorder.url, {"model_name": "cartpole", "store": "postgresql://db/rlops"},
+               pipeline="monitor_and_improve")
+    finally:
+        recorder.stop()
+    created = next(r.body for r in recorder.requests if r.method == "POST" and r.path == "/apis/v2beta1/runs")
+    assert created["pipeline_spec"]["pipelineInfo"]["name"] == "rlops-monitor-and-improve"
+    with pytest.raises(PipelineError, match="unknown pipeline 'nightly'"):
+        pipeline_function("nightly")
