@@ -37,8 +37,8 @@ from rlops_plugin.evaluation.rollouts import rollout  # noqa: E402
 from rlops_plugin.experience.dataset import Dataset, build_transitions  # noqa: E402
 from rlops_plugin.experience.store import open_store  # noqa: E402
 from rlops_plugin.serving.process import PolicyServerProcess  # noqa: E402
+from rlops_plugin.simulation.expert import cartpole_heuristic, distill_cartpole_heuristic  # noqa: E402
 from rlops_plugin.simulation.traffic import DecisionClient, simulate  # noqa: E402
-from rlops_plugin.training.bc import BCConfig, BCTrainer  # noqa: E402
 from rlops_plugin.training.cql import CQLConfig, CQLTrainer  # noqa: E402
 from rlops_plugin.training.dpo import DPOConfig, DPOTrainer  # noqa: E402
 
@@ -46,30 +46,9 @@ EVAL_SEEDS = list(range(50_000, 50_020))
 CARTPOLE = EnvSpec(id="CartPole-v1")
 
 
-def heuristic(obs: np.ndarray) -> np.ndarray:
-    """A near-optimal CartPole controller: push towards where the pole is falling."""
-    obs = np.atleast_2d(obs)
-    return (obs[:, 2] + 0.5 * obs[:, 3] > 0).astype(np.int64)
-
-
 def distilled_expert(seed: int = 0) -> PolicyBundle:
     """Behaviour-clone the heuristic on states it visits (with some noise for coverage)."""
-    env = CARTPOLE.make()
-    rng = np.random.default_rng(seed)
-    states = []
-    for episode in range(60):
-        obs, _ = env.reset(seed=episode)
-        for _ in range(500):
-            states.append(obs)
-            action = int(heuristic(obs)[0]) if rng.random() > 0.3 else int(rng.integers(2))
-            obs, _, terminated, truncated, _ = env.step(action)
-            if terminated or truncated:
-                break
-    obs = np.asarray(states, dtype=np.float32)
-    data = Dataset("transitions", {"obs": obs, "action": heuristic(obs), "reward": np.ones(len(obs)),
-                                   "propensity": np.ones(len(obs)), "next_obs": obs, "done": np.zeros(len(obs), bool)})
-    base = PolicyBundle.create(CARTPOLE, config={"hidden_sizes": [64, 64]}, seed=seed)
-    return base.with_policy(BCTrainer().train(base, data, BCConfig(steps=1500)).policy)
+    return distill_cartpole_heuristic(episodes=60, max_steps=500, hidden_sizes=[64, 64], bc_steps=1500, seed=seed)
 
 
 D3RLPY_SCRIPT = textwrap.dedent("""
@@ -198,14 +177,14 @@ def dpo_benchmark(data: Dataset, pairs: int) -> dict:
     obs = data.columns["obs"]
     idx = rng.permutation(len(obs))
     train_states, test_states = obs[idx[:pairs]], obs[idx[pairs:pairs + 5000]]
-    preferred = heuristic(train_states)
+    preferred = cartpole_heuristic(train_states)
     prefs = Dataset("preferences", {"obs": train_states, "chosen": preferred, "rejected": 1 - preferred})
     init = PolicyBundle.create(CARTPOLE, config={"hidden_sizes": [64, 64]}, seed=3)
-    before = float((init.policy.act(test_states, deterministic=True)[0] == heuristic(test_states)).mean())
+    before = float((init.policy.act(test_states, deterministic=True)[0] == cartpole_heuristic(test_states)).mean())
     start = time.perf_counter()
     trained = DPOTrainer().train(init, prefs, DPOConfig())
     fit_s = time.perf_counter() - start
-    after = float((trained.policy.act(test_states, deterministic=True)[0] == heuristic(test_states)).mean())
+    after = float((trained.policy.act(test_states, deterministic=True)[0] == cartpole_heuristic(test_states)).mean())
     return {"pairs": pairs, "held_out_states": len(test_states), "fit_s": fit_s,
             "preferred_action_rate_before": before, "preferred_action_rate_after": after,
             "greedy_return_after": float(rollout(trained.policy, CARTPOLE, EVAL_SEEDS).returns.mean())}

@@ -45,6 +45,7 @@ from rlops_plugin.evaluation.ope import (  # noqa: E402
     evaluate_episodic,
     fit_reward_model,
 )
+from rlops_plugin.simulation.expert import cartpole_heuristic  # noqa: E402
 
 BANDIT = {"n_actions": 4, "context_dim": 5, "problem_seed": 0}
 BEHAVIOUR_EPSILON, TARGET_TEMPERATURE, SCORER_NOISE = 0.3, 0.5, 1.0
@@ -161,9 +162,8 @@ def run_bandit(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any],
 
 def heuristic_probs(obs: np.ndarray, eps: float) -> np.ndarray:
     """Epsilon-soft version of the controller a = 1 if theta + 0.5 theta_dot > 0 else 0."""
-    obs = np.atleast_2d(obs)
-    greedy = (obs[:, 2] + 0.5 * obs[:, 3] > 0).astype(np.int64)
-    probs = np.full((len(obs), 2), eps / 2.0)
+    greedy = cartpole_heuristic(obs)
+    probs = np.full((len(greedy), 2), eps / 2.0)
     probs[np.arange(len(obs)), greedy] += 1.0 - eps
     return probs
 
