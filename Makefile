@@ -5,7 +5,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint deps install clean
+
+# deptry checks that every run-time import of rlops_plugin and components is declared (config in
+# pyproject.toml). It cannot read setup.cfg, so hand it install_requires and the run-time extras
+# (every extra but test and dev) as a requirements file.
+DEPTRY_REQUIREMENTS := $(VENV)/deptry-requirements.txt
+DEPTRY = $(BIN)/python -c 'import configparser; c = configparser.ConfigParser(interpolation=None); \
+	c.read("setup.cfg"); x = c["options.extras_require"]; \
+	print(c["options"]["install_requires"], *(x[k] for k in x if k not in ("test", "dev")), sep="\n")' \
+	> $(DEPTRY_REQUIREMENTS) && $(BIN)/deptry rlops_plugin components --requirements-files $(DEPTRY_REQUIREMENTS)
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,10 +31,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/system-deps.sh
 	$(BIN)/ruff check .
+	$(DEPTRY)
 	$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(DEPTRY)
+
+deps: $(STAMP)
+	$(DEPTRY)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -27,7 +27,14 @@ from rlops_plugin import __version__
 from rlops_plugin.bundle.bundle import MANIFEST_FILE, PolicyBundle
 from rlops_plugin.bundle.hashing import sha256_file
 from rlops_plugin.bundle.storage import safe_path
-from rlops_plugin.errors import ConfigError, IntegrityError, UnsafeArtifactError
+from rlops_plugin.errors import (
+    ConfigError,
+    IntegrityError,
+    InvalidObservationError,
+    RLOpsError,
+    UnsafeArtifactError,
+    to_mlflow_exception,
+)
 
 FLAVOR_NAME = "rlops"
 LOADER_MODULE = "rlops_plugin.flavor"
@@ -49,6 +56,7 @@ class FlavorKey:
     ENV_ID = "env_id"
     REWARD_REF = "reward_ref"
     ARCHITECTURE = "architecture"
+    OBS_DIM = "obs_dim"
     ACTION_SPACE = "action_space"
 
 
@@ -68,16 +76,19 @@ def get_default_conda_env() -> dict[str, Any]:
 
 
 def infer_signature_for(bundle: PolicyBundle):
-    """Model signature: a float64 ``(batch, obs_dim)`` tensor in; action and probabilities out.
+    """Model signature: action and probabilities out, the ``deterministic`` param; no input schema.
 
-    float64 is what pandas, JSON requests and numpy default to; MLflow does not cast tensor
-    inputs, so cast float32 env observations with ``.astype("float64")`` before ``predict``.
+    Observations are validated by :class:`RLOpsPyfuncModel` instead of MLflow because no MLflow
+    input schema admits both float32 (what gymnasium returns) and float64 (what numpy, pandas
+    and JSON give): a ``TensorSpec`` needs the exact dtype (MLflow 3.17 ``_enforce_tensor_spec``
+    casts in neither direction), and unnamed ``ColSpec`` columns, which do upcast float32 to
+    double, also parse numeric strings and silently drop columns beyond the declared count.
+    The expected width is recorded as ``obs_dim`` in the MLmodel's ``rlops`` section.
     """
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema, TensorSpec
+    from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
     policy = bundle.policy
-    inputs = Schema([TensorSpec(np.dtype(np.float64), (-1, policy.obs_dim))])
     if policy.discrete:
         cols = [ColSpec(DataType.long, "action")] + [
             ColSpec(DataType.double, f"prob_{i}") for i in range(policy.n_actions)
@@ -87,7 +98,7 @@ def infer_signature_for(bundle: PolicyBundle):
             ColSpec(DataType.double, "density")
         ]
     params = ParamSchema([ParamSpec(PYFUNC_PARAM_DETERMINISTIC, DataType.boolean, True)])
-    return ModelSignature(inputs=inputs, outputs=Schema(cols), params=params)
+    return ModelSignature(inputs=None, outputs=Schema(cols), params=params)
 
 
 def save_model(bundle: PolicyBundle, path: str | os.PathLike, mlflow_model=None, signature=None,
@@ -134,6 +145,7 @@ def save_model(bundle: PolicyBundle, path: str | os.PathLike, mlflow_model=None,
             FlavorKey.ENV_ID: bundle.env_spec.name,
             FlavorKey.REWARD_REF: bundle.reward_spec.ref,
             FlavorKey.ARCHITECTURE: bundle.policy.architecture,
+            FlavorKey.OBS_DIM: bundle.policy.obs_dim,
             FlavorKey.ACTION_SPACE: bundle.policy.describe()["action_space"],
         },
     )
@@ -289,19 +301,20 @@ class RLOpsPyfuncModel:
         return self.bundle
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """Score observations (DataFrame, ndarray or list of rows)."""
+        """Score observations: a DataFrame, an ndarray, a list of rows or ``{"obs": ...}``.
+
+        Any float or integer dtype is accepted (float32 from gymnasium, float64 from numpy,
+        pandas and JSON) and cast to the policy's float32; strings, booleans and other
+        non-numeric input are refused with an ``MlflowException`` (HTTP 400 when served).
+        """
         params = params or {}
         deterministic = bool(params.get(PYFUNC_PARAM_DETERMINISTIC, True))
-        if isinstance(model_input, pd.DataFrame):
-            obs = model_input.to_numpy(dtype=np.float32)
-        elif isinstance(model_input, dict) and "obs" in model_input:
-            obs = np.asarray(model_input["obs"], dtype=np.float32)
-        else:
-            obs = np.asarray(model_input, dtype=np.float32)
-        if obs.ndim == 1:
-            obs = obs[None, :]
         policy = self.bundle.policy
-        actions, probs = policy.act(obs, deterministic=deterministic)
+        try:
+            obs = _numeric_observations(model_input)
+            actions, probs = policy.act(obs if obs.ndim > 1 else obs[None, :], deterministic=deterministic)
+        except RLOpsError as exc:
+            raise to_mlflow_exception(exc) from None
         if policy.discrete:
             out = {"action": actions.astype(np.int64)}
             out.update({f"prob_{i}": probs[:, i] for i in range(policy.n_actions)})
@@ -309,6 +322,36 @@ class RLOpsPyfuncModel:
             out = {f"action_{i}": actions[:, i].astype(np.float64) for i in range(policy.n_actions)}
             out["density"] = probs.astype(np.float64)
         return pd.DataFrame(out)
+
+
+_NUMERIC_KINDS = frozenset("iuf")  # signed/unsigned integers and floats of any width
+
+
+def _numeric_observations(model_input: Any) -> np.ndarray:
+    """``model_input`` as a numeric ndarray (shape checked later by ``Policy.as_tensor``).
+
+    Checks the dtype before any cast, so ``"0.5"`` or ``True`` is refused rather than parsed.
+    """
+    if isinstance(model_input, dict):
+        if set(model_input) != {"obs"}:
+            raise InvalidObservationError(
+                f"dict input must have exactly the key 'obs', got {sorted(map(str, model_input))}")
+        model_input = model_input["obs"]
+    try:
+        if isinstance(model_input, pd.DataFrame):
+            arr = model_input.infer_objects().to_numpy()
+        else:
+            arr = np.asarray(model_input)
+        if arr.dtype == object:  # e.g. a list of per-row arrays: let numpy infer one element type
+            arr = np.asarray(arr.tolist())
+    except (TypeError, ValueError) as exc:
+        raise InvalidObservationError(f"observations are not a rectangular array of numbers: {exc}") from None
+    if arr.dtype.kind not in _NUMERIC_KINDS:
+        raise InvalidObservationError(
+            f"observations must be numbers (float32, float64 or integers), got dtype {arr.dtype}")
+    if arr.ndim == 0:
+        raise InvalidObservationError("observations must be a row of numbers or a batch of rows, got a scalar")
+    return arr
 
 
 def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> RLOpsPyfuncModel:
