@@ -224,6 +224,39 @@ def dataset_build(store: str, model_name: str, bundle_uri: str, out: str, kind: 
                f"join {json.dumps(data.manifest['join'])}")
 
 
+@main.command("calibrate")
+@click.option("--dataset", "dataset_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Transitions dataset (rlops dataset build); its rows keep the log's order.")
+@click.option("--bundle", "bundle_uri", required=True,
+              help="Model URI whose EnvSpec declares the calibration parameters (e.g. models:/NAME@champion).")
+@click.option("--recent", type=int, default=None, help="Fit only the newest N transitions (default: all).")
+@click.option("--param", "params", multiple=True, metavar="NAME=LOW:HIGH",
+              help="Parameter and plausible range to fit instead of the EnvSpec's declaration (repeatable).")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write the fit as JSON here.")
+def calibrate_cmd(dataset_dir: str, bundle_uri: str, recent: int | None, params: tuple[str, ...],
+                  out: str | None) -> None:
+    """Fit the simulator's physics to logged transitions (system identification); print the fit."""
+    from rlops_plugin.experience.dataset import Dataset
+    from rlops_plugin.flavor import load_model
+    from rlops_plugin.simulation.calibration import calibrate_dataset
+
+    ranges = {}
+    for item in params:
+        name, _, span = item.partition("=")
+        low, _, high = span.partition(":")
+        try:
+            ranges[name.strip()] = {"low": float(low), "high": float(high)}
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: write NAME=LOW:HIGH with numbers", param_hint="--param") from None
+    bundle = load_model(bundle_uri)
+    fit = calibrate_dataset(bundle.env_spec, Dataset.load(dataset_dir), recent=recent, params=ranges or None)
+    text = json.dumps(fit.to_dict(), indent=2)
+    if out:
+        Path(out).write_text(text)
+    click.echo(text if not out else f"{fit.summary()} -> {out}")
+    click.echo(f"fine-tuning randomization: {json.dumps(fit.randomization())}")
+
+
 @main.command("train")
 @click.option("--trainer", required=True, help="Registered trainer (rlops trainers lists them).")
 @click.option("--init", "init_uri", required=True, help="Warm start, e.g. models:/NAME@champion.")
@@ -562,9 +595,11 @@ def quickstart(root: str, tracking_uri: str | None) -> None:
 @click.option("--model-name", default="cartpole-demo", show_default=True, help="Registered model name.")
 @click.option("--shift", "shift", default="masscart=2.5", show_default=True,
               help="How the world changes halfway: ATTR=VALUE[,ATTR=VALUE] of the environment.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the champion, the traffic and the fine-tuning (bench/demo_robustness.py varies it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON at the end.")
 def demo(fast: bool, root: str, tracking_uri: str | None, store: str | None, model_name: str, shift: str,
-         as_json: bool) -> None:
+         seed: int, as_json: bool) -> None:
     """Run the whole improvement loop locally and write an HTML report with an audit trail."""
     from rlops_plugin.demo import DemoConfig, run_demo
 
@@ -577,7 +612,8 @@ def demo(fast: bool, root: str, tracking_uri: str | None, store: str | None, mod
             changes[key.strip()] = float(value)
         except ValueError:
             raise click.BadParameter(f"{part!r}: VALUE must be a number", param_hint="--shift") from None
-    result = run_demo(root, DemoConfig.preset(fast, model_name=model_name, shift=changes), tracking_uri, store)
+    result = run_demo(root, DemoConfig.preset(fast, model_name=model_name, shift=changes, seed=seed), tracking_uri,
+                      store)
     r = result.returns
     click.echo("")
     click.secho(f"outcome: {result.outcome} ({result.outcome_reason})", bold=True)

@@ -50,6 +50,10 @@ class EnvSpec:
     """gymnasium wrappers by class name: ``({"name": "TimeLimit", "kwargs": {...}},)``."""
     max_episode_steps: int | None = None
     """Episode step limit (``None``: the env's registered default)."""
+    calibration: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Physical parameters that system identification may fit from production logs, each with the
+    range it can plausibly take: ``{"masscart": {"low": 0.5, "high": 5.0}}`` (see
+    :mod:`rlops_plugin.simulation.calibration`). Declared, not sampled: nothing changes at reset."""
 
     def __post_init__(self) -> None:
         if bool(self.id) == bool(self.entry_point):
@@ -65,6 +69,13 @@ class EnvSpec:
         object.__setattr__(self, "wrappers", tuple(_check_wrapper(w) for w in self.wrappers))
         for name, rng in self.randomization.items():
             _check_range(name, rng)
+        object.__setattr__(self, "calibration", {k: dict(v) for k, v in dict(self.calibration).items()})
+        for name, rng in self.calibration.items():
+            if set(rng) != {"low", "high"}:
+                raise ConfigError(f"calibration[{name!r}] must have keys low and high; got {sorted(rng)}")
+            _check_range(name, rng)
+            if not rng["low"] < rng["high"]:
+                raise ConfigError(f"calibration[{name!r}]: low must be below high, got {rng['low']!r}, {rng['high']!r}")
         if self.max_episode_steps is not None and (
             not isinstance(self.max_episode_steps, int) or self.max_episode_steps < 1
         ):
@@ -80,6 +91,8 @@ class EnvSpec:
         """JSON-able form; :meth:`from_dict` inverts it."""
         data = dataclasses.asdict(self)
         data["wrappers"] = [dict(w) for w in self.wrappers]
+        if not self.calibration:  # added later: specs that declare none keep the hash they always had
+            del data["calibration"]
         data["format_version"] = FORMAT_VERSION
         return data
 
@@ -108,6 +121,12 @@ class EnvSpec:
         if "randomization" in changes:
             changes["randomization"] = {**self.randomization, **changes["randomization"]}
         return dataclasses.replace(self, **changes)
+
+    def derived_params(self) -> Callable[[Any], None] | None:
+        """The env plugin's hook that recomputes derived physics after params change (or None)."""
+        if self.id and self.id in plugins.envs():
+            return plugins.envs().get(str(self.id)).extra.get("derived_params")
+        return None
 
     def make(self, *, render_mode: str | None = None) -> gym.Env:
         """Build the environment: constructor, fixed params, randomization, wrappers."""
@@ -142,10 +161,8 @@ class EnvSpec:
             factory = load_verified(self.entry_point, str(self.entry_point_sha256))
             env = _call_factory(factory, {**self.kwargs, **extra_kwargs}, self.name)
             return _time_limited(env, self.max_episode_steps), None
-        entry = None
-        if self.id in plugins.envs():
-            entry = plugins.envs().get(str(self.id))
-        derived = entry.extra.get("derived_params") if entry else None
+        entry = plugins.envs().get(str(self.id)) if self.id in plugins.envs() else None
+        derived = self.derived_params()
         if entry is not None and entry.value is not None:
             env = _call_factory(entry.value, {**self.kwargs, **extra_kwargs}, self.name)
             steps = self.max_episode_steps or entry.extra.get("max_episode_steps")

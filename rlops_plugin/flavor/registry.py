@@ -23,6 +23,7 @@ TAG_REWARD_REF = "rlops.reward_ref"
 TAG_PARENT_VERSION = "rlops.parent_version"
 TAG_DATASET_DIGEST = "rlops.dataset_digest"
 TAG_TRAINER = "rlops.trainer"
+TAG_CALIBRATION = "rlops.calibration"
 TAG_ARCHITECTURE = "rlops.architecture"
 ALIASES = ("champion", "challenger", "shadow", "previous")
 
@@ -102,6 +103,8 @@ def describe_version(bundle: PolicyBundle) -> str:
                      f"{lineage.get('dataset_digest') or 'none (simulator)'}.")
     else:
         lines.append("Initial version (no parent).")
+    if lineage.get("calibration"):
+        lines.append(f"Simulator calibrated from production logs: {calibration_label(lineage['calibration'])}.")
     lines.append(f"Bundle sha256 {hashes['bundle']}.")
     return "\n\n".join(lines)
 
@@ -110,6 +113,15 @@ def trainer_label(lineage: Any) -> str:
     """``cql`` for one update, ``cql+sim_finetune`` for a chained one."""
     chain = lineage.get("trainer_chain") or [lineage.get("trainer") or "unknown"]
     return "+".join(str(t) for t in chain)
+
+
+def calibration_label(calibration: Any) -> str:
+    """``masscart=2.501±0.0002 (n=1000, rmse 1.04 -> 3e-06)``: the fitted physics a policy trained on."""
+    std = calibration.get("std") or {}
+    fitted = ", ".join(f"{k}={float(v):.4g}±{float(std.get(k, float('nan'))):.2g}"
+                       for k, v in (calibration.get("params") or {}).items())
+    return (f"{fitted} (n={calibration.get('transitions')}, rmse {float(calibration.get('rmse_prior', 'nan')):.3g}"
+            f" -> {float(calibration.get('rmse_fit', 'nan')):.3g})")
 
 
 def lineage_tags(bundle: PolicyBundle) -> dict[str, str]:
@@ -129,6 +141,8 @@ def lineage_tags(bundle: PolicyBundle) -> dict[str, str]:
         tags[TAG_DATASET_DIGEST] = str(bundle.lineage["dataset_digest"])
     if bundle.lineage.get("trainer"):
         tags[TAG_TRAINER] = trainer_label(bundle.lineage)
+    if bundle.lineage.get("calibration"):
+        tags[TAG_CALIBRATION] = calibration_label(bundle.lineage["calibration"])
     return tags
 
 

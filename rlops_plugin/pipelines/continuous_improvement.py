@@ -1,13 +1,15 @@
 """The ``continuous_improvement`` pipeline: one improvement cycle of a deployed policy.
 
-build dataset -> train from the champion -> evaluate -> gate -> if passed: register as challenger
--> shadow -> canary -> promote or roll back. An exit handler records the cycle in the audit trail
-whatever happens. Every step is a component from ``components/`` and every knob a parameter.
+build dataset -> calibrate the simulator on the newest logs (optional) -> train from the champion
+-> evaluate -> gate -> if passed: register as challenger -> shadow -> canary -> promote or roll back.
+An exit handler records the cycle in the audit trail whatever happens. Every step is a component
+from ``components/`` and every knob a parameter.
 """
 
 from kfp import dsl  # no ``from __future__ import annotations``: kfp reads the real annotation types
 
 from components.build_dataset.component import build_dataset
+from components.calibrate_env.component import calibrate_env
 from components.deploy_policy.component import deploy_policy
 from components.evaluate_policy.component import evaluate_policy
 from components.gate_policy.component import gate_policy
@@ -38,16 +40,25 @@ def continuous_improvement(
     simulate_traffic: bool = False,
     traffic_env_json: str = "",
     join_window_s: float = 3600.0,
+    calibration_window: int = 0,
+    calibration_params_json: str = "",
 ) -> None:
-    """One cycle for ``model_name`` (the champion is ``models:/<model_name>@champion``)."""
+    """One cycle for ``model_name`` (the champion is ``models:/<model_name>@champion``).
+
+    ``calibration_window`` > 0 fits the EnvSpec's declared ``calibration`` parameters (or
+    ``calibration_params_json``) to that many newest logged transitions, and the simulator
+    fine-tuning trains around the fitted physics.
+    """
     champion = f"models:/{model_name}@champion"
     with dsl.ExitHandler(record_cycle(name=model_name, tracking_uri=tracking_uri)):
         data = build_dataset(store=store, bundle_uri=champion, served_model=served_model, window_s=join_window_s,
                              tracking_uri=tracking_uri)
+        fitted = calibrate_env(dataset=data.outputs["dataset"], bundle_uri=champion, recent=calibration_window,
+                               params_json=calibration_params_json, tracking_uri=tracking_uri)
         trained = train_policy(trainer=trainer, init_uri=champion, dataset=data.outputs["dataset"],
                                config_json=trainer_config_json, finetune_steps=finetune_steps,
                                finetune_config_json=finetune_config_json, eval_episodes=eval_episodes,
-                               tracking_uri=tracking_uri)
+                               tracking_uri=tracking_uri, calibration_json=fitted.outputs["calibration_json"])
         evaluate_policy(model_uri=trained.outputs["model_uri"], episodes=eval_episodes, scenarios_json=scenarios_json,
                         tracking_uri=tracking_uri)
         verdict = gate_policy(candidate_uri=trained.outputs["model_uri"], champion_uri=champion,

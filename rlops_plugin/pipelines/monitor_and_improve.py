@@ -43,6 +43,8 @@ def monitor_and_improve(
     simulate_traffic: bool = False,
     traffic_env_json: str = "",
     join_window_s: float = 3600.0,
+    calibration_window: int = 0,
+    calibration_params_json: str = "",
 ) -> None:
     """Monitor ``models:/<model_name>@champion``; improve it when drift or degradation is detected
     (the improvement parameters are ``continuous_improvement``'s, passed through)."""
@@ -56,4 +58,6 @@ def monitor_and_improve(
                                eval_episodes=eval_episodes, scenarios_json=scenarios_json,
                                gate_policy_json=gate_policy_json, deployment=deployment, target=target,
                                promotion_json=promotion_json, simulate_traffic=simulate_traffic,
-                               traffic_env_json=traffic_env_json, join_window_s=join_window_s)
+                               traffic_env_json=traffic_env_json, join_window_s=join_window_s,
+                               calibration_window=calibration_window,
+                               calibration_params_json=calibration_params_json)

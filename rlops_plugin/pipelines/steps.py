@@ -63,33 +63,75 @@ def build_dataset(store: str, bundle_uri: str, out_dir: str, served_model: str =
     return {"rows": len(data), "digest": data.digest, "excluded": data.manifest["excluded"]}
 
 
+def calibrate_env(dataset_dir: str, bundle_uri: str, recent: int = 0, params_json: str = "",
+                  result_path: str = "", tracking_uri: str = "") -> dict[str, Any]:
+    """Fit the simulator's declared physics to the newest ``recent`` logged transitions (0: skip).
+
+    Returns ``calibration_json`` ('' when skipped) for :func:`train_policy`, which centres the
+    fine-tuning's domain randomization on the fit and records it in the candidate's lineage.
+    """
+    from rlops_plugin.experience.dataset import Dataset
+    from rlops_plugin.flavor import load_model
+    from rlops_plugin.simulation.calibration import calibrate_dataset
+
+    if recent < 0:
+        raise ConfigError(f"recent: a number of transitions >= 0 is required, got {recent}")
+    if recent == 0:
+        return {"calibration_json": "", "summary": "not calibrated (recent=0)"}
+    _use_tracking(tracking_uri)
+    bundle = load_model(bundle_uri)
+    fitted = calibrate_dataset(bundle.env_spec, Dataset.load(dataset_dir), recent=recent,
+                               params=_json(params_json, "params_json") or None)
+    text = json.dumps(fitted.to_dict())
+    if result_path:
+        Path(result_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(result_path).write_text(text)
+    return {"calibration_json": text, "summary": fitted.summary()}
+
+
 def train_policy(trainer: str, init_uri: str, dataset_dir: str = "", config_json: str = "",
                  finetune_steps: int = 0, eval_episodes: int = 20, model_dir: str = "",
                  experiment: str = "rlops-training", tracking_uri: str = "",
-                 finetune_config_json: str = "") -> dict[str, Any]:
+                 finetune_config_json: str = "", calibration_json: str = "") -> dict[str, Any]:
     """Train from the deployed checkpoint (then optionally fine-tune in the simulator); log to MLflow.
 
-    Simulator trainers ignore ``dataset_dir`` (a pipeline always wires the dataset step in).
+    Simulator trainers ignore ``dataset_dir`` (a pipeline always wires the dataset step in). With a
+    ``calibration_json`` from :func:`calibrate_env` the simulator stage randomizes the fitted
+    parameters around their fitted values (overriding configured ranges of the same names).
     """
     from rlops_plugin import flavor, plugins
+    from rlops_plugin.simulation.calibration import Calibration
     from rlops_plugin.training.train import train
 
     _use_tracking(tracking_uri)
-    if plugins.trainers().get(trainer).value.data_kind == "simulator":
+    calibration = Calibration.from_dict(_json(calibration_json, "calibration_json")) if calibration_json else None
+    simulator = plugins.trainers().get(trainer).value.data_kind == "simulator"
+    if simulator:
         dataset_dir = ""
-    outcome = train(trainer, init_uri, dataset_dir or None, _json(config_json, "config_json"),
-                    eval_episodes=eval_episodes, experiment=experiment)
+    config = _json(config_json, "config_json")
+    if calibration is not None and simulator:
+        config = _calibrated(config, calibration)
+    outcome = train(trainer, init_uri, dataset_dir or None, config, eval_episodes=eval_episodes,
+                    experiment=experiment, calibration=calibration.to_dict() if calibration and simulator else None)
     if finetune_steps > 0:
         base_return = outcome.metrics.get("eval/init_return_mean")
         finetune = {**_json(finetune_config_json, "finetune_config_json"), "total_steps": finetune_steps}
+        if calibration is not None:
+            finetune = _calibrated(finetune, calibration)
         outcome = train("sim_finetune", outcome.model_uri or init_uri, None, finetune, eval_episodes=eval_episodes,
-                        experiment=experiment)
+                        experiment=experiment, calibration=calibration.to_dict() if calibration else None)
         if base_return is not None:
             outcome.metrics["eval/init_return_mean"] = base_return
     if model_dir:
         flavor.save_model(outcome.bundle, model_dir)
     return {"model_uri": outcome.model_uri, "run_id": outcome.run_id, "bundle_sha": outcome.bundle.bundle_sha,
             "dataset_digest": outcome.dataset_digest or "", "metrics": outcome.metrics}
+
+
+def _calibrated(config: dict[str, Any], calibration: Any) -> dict[str, Any]:
+    """``config`` with ``extra_randomization`` centred on the calibration's fitted values."""
+    return {**config, "extra_randomization": {**(config.get("extra_randomization") or {}),
+                                              **calibration.randomization()}}
 
 
 def evaluate_policy(model_uri: str, episodes: int = 20, scenarios_json: str = "", html_path: str = "",
@@ -150,7 +192,7 @@ def register_policy(model_uri: str, name: str, alias: str = "challenger", gate_j
     from rlops_plugin.audit.events import AuditEvent, record_event
     from rlops_plugin.evaluation.gate import GateResult, record_gate
     from rlops_plugin.flavor import load_model, register_bundle, registry, set_alias
-    from rlops_plugin.flavor.registry import trainer_label
+    from rlops_plugin.flavor.registry import calibration_label, trainer_label
 
     _use_tracking(tracking_uri)
     bundle = load_model(model_uri)
@@ -163,13 +205,16 @@ def register_policy(model_uri: str, name: str, alias: str = "challenger", gate_j
     metrics = registry.client().get_run(run_id).data.metrics if run_id else {}
     # before/after: the training run's evaluation and the gate's paired champion-vs-candidate returns
     before_after = {k: v for k, v in metrics.items() if k.startswith(("eval/", "gate/regression/"))}
-    record_event(AuditEvent("policy_update", name, version, decision=f"registered as {alias}",
-                            reason=f"trained by {trainer_label(bundle.lineage)} from version "
-                                   f"{bundle.lineage.get('parent_version')}",
+    calibration = bundle.lineage.get("calibration")
+    reason = f"trained by {trainer_label(bundle.lineage)} from version {bundle.lineage.get('parent_version')}"
+    if calibration:  # the physics the simulator was fitted to, in numbers an auditor can read
+        before_after.update({f"calibration/{k}": float(v) for k, v in calibration["params"].items()})
+        reason += f" in a simulator calibrated from production logs ({calibration_label(calibration)})"
+    record_event(AuditEvent("policy_update", name, version, decision=f"registered as {alias}", reason=reason,
                             metrics=before_after,
                             details={"lineage": bundle.lineage, "hashes": bundle.hashes(), "run_id": run_id,
                                      "model_uri": model_uri, "dataset_digest": bundle.lineage.get("dataset_digest"),
-                                     "gate": gate_result}))
+                                     "calibration": calibration, "gate": gate_result}))
     return {"version": version}
 
 

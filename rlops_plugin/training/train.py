@@ -26,6 +26,7 @@ from rlops_plugin.evaluation.rollouts import rollout
 from rlops_plugin.evaluation.stats import paired_difference
 from rlops_plugin.experience.dataset import Dataset, DatasetError, validate_preferences, validate_transitions
 from rlops_plugin.flavor.model import LoadedModel, load_model_with_source
+from rlops_plugin.flavor.registry import TAG_CALIBRATION, calibration_label
 from rlops_plugin.training.base import Progress, config_to_dict, make_config
 
 DEFAULT_EXPERIMENT = "rlops-training"
@@ -76,8 +77,12 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
           config: dict[str, Any] | Any | None = None, register_as: str | None = None, allow_mismatch: bool = False,
           eval_episodes: int = 20, eval_seed: int = 10_000, log_to_mlflow: bool = True,
           experiment: str | None = DEFAULT_EXPERIMENT, run_name: str | None = None,
-          progress: Progress | None = None) -> TrainOutcome:
-    """Train ``trainer`` from ``init`` and record the update (see the module docstring)."""
+          progress: Progress | None = None, calibration: dict[str, Any] | None = None) -> TrainOutcome:
+    """Train ``trainer`` from ``init`` and record the update (see the module docstring).
+
+    ``calibration`` (a :class:`~rlops_plugin.simulation.calibration.Calibration`'s dict) says which
+    fitted physics the simulator trained on; it goes into the lineage, the run and the audit event.
+    """
     entry = plugins.trainers().get(trainer)
     trainer_cls = entry.value
     cfg = config if isinstance(config, trainer_cls.Config) else make_config(trainer_cls.Config, config)
@@ -87,7 +92,7 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
     seeds = list(range(eval_seed, eval_seed + eval_episodes))
     before = rollout(base.policy, base.env_spec, seeds, reward_spec=base.reward_spec) if eval_episodes else None
     result = trainer_cls().train(base, data, cfg, progress)
-    child = base.with_policy(result.policy, **_lineage(loaded, trainer, cfg, data))
+    child = base.with_policy(result.policy, **_lineage(loaded, trainer, cfg, data, calibration))
     metrics = dict(result.metrics)
     if before is not None:
         after = rollout(child.policy, child.env_spec, seeds, reward_spec=child.reward_spec)
@@ -101,7 +106,8 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
     return outcome
 
 
-def _lineage(loaded: LoadedModel, trainer: str, cfg: Any, data: Dataset | None) -> dict[str, Any]:
+def _lineage(loaded: LoadedModel, trainer: str, cfg: Any, data: Dataset | None,
+             calibration: dict[str, Any] | None = None) -> dict[str, Any]:
     """Lineage of a new policy: its registered ancestor, the data it saw since, the trainers applied.
 
     A chained update (offline RL on logs, then simulator fine-tuning of that unregistered result)
@@ -111,10 +117,14 @@ def _lineage(loaded: LoadedModel, trainer: str, cfg: Any, data: Dataset | None) 
     inherited = dict(loaded.bundle.lineage) if loaded.version is None and loaded.bundle.lineage.get(
         "parent_version") else {}
     earlier = list(inherited.get("trainer_chain") or ([inherited["trainer"]] if inherited.get("trainer") else []))
-    return {"parent_version": loaded.version or inherited.get("parent_version"),
-            "parent_bundle_sha": loaded.bundle.bundle_sha,
-            "dataset_digest": data.digest if data is not None else inherited.get("dataset_digest"),
-            "trainer": trainer, "trainer_chain": [*earlier, trainer], "trainer_config": config_to_dict(cfg)}
+    lineage = {"parent_version": loaded.version or inherited.get("parent_version"),
+               "parent_bundle_sha": loaded.bundle.bundle_sha,
+               "dataset_digest": data.digest if data is not None else inherited.get("dataset_digest"),
+               "trainer": trainer, "trainer_chain": [*earlier, trainer], "trainer_config": config_to_dict(cfg)}
+    calibration = calibration or inherited.get("calibration")
+    if calibration:
+        lineage["calibration"] = dict(calibration)
+    return lineage
 
 
 def _load_data(kind: str, dataset: str | Path | Dataset | None, bundle: PolicyBundle,
@@ -165,6 +175,9 @@ def _record(outcome: TrainOutcome, trainer: str, cfg: Any, loaded: LoadedModel, 
             "rlops.parent_version": outcome.bundle.lineage.get("parent_version") or "", "rlops.event": "policy_update"}
     if mismatch:
         tags["rlops.mismatch_allowed"] = "; ".join(mismatch)
+    calibration = outcome.bundle.lineage.get("calibration")
+    if calibration:
+        tags[TAG_CALIBRATION] = calibration_label(calibration)
     with mlflow.start_run(run_name=run_name or f"{trainer} from {parent}", tags=tags) as run:
         params = {f"trainer.{k}": json.dumps(v) if isinstance(v, (list, dict)) else v
                   for k, v in config_to_dict(cfg).items()}
@@ -173,6 +186,8 @@ def _record(outcome: TrainOutcome, trainer: str, cfg: Any, loaded: LoadedModel, 
             params["dataset_digest"] = data.digest
             params["dataset_rows"] = len(data)
         mlflow.log_params(params)
+        if calibration:
+            mlflow.log_dict(calibration, "calibration.json")
         if data is not None:
             if source is None:  # an in-memory dataset: keep a copy with the run so the input resolves
                 import tempfile

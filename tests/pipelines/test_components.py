@@ -9,6 +9,7 @@ import pytest
 from kfp import dsl
 
 from components.build_dataset.component import build_dataset
+from components.calibrate_env.component import calibrate_env
 from components.deploy_policy.component import deploy_policy
 from components.evaluate_policy.component import evaluate_policy
 from components.gate_policy.component import gate_policy
@@ -31,6 +32,18 @@ def test_components_one_after_another(world, tracking, tmp_path):
     assert rows > 1000 and digest.startswith("sha256:") and dataset.metadata["digest"] == digest
     assert (tmp_path / "dataset" / "data.parquet").exists()
 
+    fit = dsl.Artifact(name="calibration", uri=str(tmp_path / "calibration.json"))
+    skipped, _ = calibrate_env.python_func(dataset=dataset, bundle_uri=champion, calibration=fit,
+                                          tracking_uri=world["tracking"])
+    assert skipped == ""  # recent=0: no calibration
+    calibration_json, summary = calibrate_env.python_func(
+        dataset=dataset, bundle_uri=champion, calibration=fit, recent=1000, tracking_uri=world["tracking"],
+        params_json=json.dumps({"masscart": {"low": 0.25, "high": 10.0}}))
+    calibration = json.loads(calibration_json)  # the traffic ran in the nominal world: masscart 1.0
+    assert calibration["params"]["masscart"] == pytest.approx(1.0, rel=1e-3) and calibration["transitions"] > 900
+    assert json.loads((tmp_path / "calibration.json").read_text()) == calibration
+    assert summary.startswith("masscart=1") and fit.metadata["summary"] == summary
+
     model = dsl.Model(name="model", uri=str(tmp_path / "model"))
     metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / "metrics"))
     model_uri, run_id, ret = train_policy.python_func(
@@ -38,11 +51,15 @@ def test_components_one_after_another(world, tracking, tmp_path):
         config_json=json.dumps({"steps": 600}), eval_episodes=5, tracking_uri=world["tracking"],
         finetune_steps=256, finetune_config_json=json.dumps({"n_envs": 2, "rollout_steps": 64,
                                                               "extra_randomization": {"length": {"low": 0.5,
-                                                                                                 "high": 0.8}}}))
+                                                                                                 "high": 0.8}}}),
+        calibration_json=calibration_json)
     assert model_uri.startswith("models:/m-") and run_id and ret > 0
     finetune = mlflow.get_run(run_id).data
     assert finetune.tags["rlops.trainer"] == "sim_finetune" and finetune.params["trainer.total_steps"] == "256"
-    assert json.loads(finetune.params["trainer.extra_randomization"]) == {"length": {"low": 0.5, "high": 0.8}}
+    randomized = json.loads(finetune.params["trainer.extra_randomization"])
+    assert randomized["length"] == {"low": 0.5, "high": 0.8}  # configured, kept
+    assert randomized["masscart"]["low"] < calibration["params"]["masscart"] < randomized["masscart"]["high"]
+    assert finetune.tags["rlops.calibration"].startswith("masscart=1")
     assert model.metadata["dataset_digest"] == digest and (tmp_path / "model" / "MLmodel").exists()
     assert "eval_return_mean" in metrics.metadata
 
@@ -64,6 +81,10 @@ def test_components_one_after_another(world, tracking, tmp_path):
     mv = registry.client().get_model_version(name, version)
     assert mv.tags["rlops.parent_version"] == "1" and mv.tags["rlops.dataset_digest"] == digest
     assert mv.tags["rlops.trainer"] == "cql+sim_finetune" and mv.tags["rlops.gate"] == "passed"
+    assert mv.tags["rlops.calibration"].startswith("masscart=1")
+    update = next(e for e in list_events(name) if e.kind == "policy_update" and e.model_version == version)
+    assert update.details["calibration"]["params"] == calibration["params"]
+    assert update.metrics["calibration/masscart"] == pytest.approx(calibration["params"]["masscart"])
 
     state, reason = deploy_policy.python_func(name=name, deployment=world["deployment"], store=world["store"],
                                               target=world["target"], promotion_json=FAST_PROMOTION,
