@@ -24,6 +24,7 @@ types are refused when the suite is loaded, not halfway through an evaluation.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,6 +85,29 @@ class Constraint:
                 raise ConfigError(f"constraint {self.name!r}: observation index {idx} outside 0..{obs_dim - 1}")
         if self.action is not None and n_actions is not None and not 0 <= self.action < n_actions:
             raise ConfigError(f"constraint {self.name!r}: action {self.action} outside 0..{n_actions - 1}")
+
+    def tightened(self, margin: float) -> Constraint:
+        """The same constraint with a safety margin, for training: observation bounds shrink towards
+        their centre by ``margin`` of their half-width (a one-sided bound moves by ``margin`` of its
+        magnitude), and a forbidden action's ``when`` threshold moves by ``margin`` of its magnitude
+        towards the safe side, so a policy trained against it keeps clear of the real limit."""
+        if not 0.0 <= margin < 1.0:
+            raise ConfigError(f"constraint margin must lie in [0, 1), got {margin}")
+        if margin == 0.0:
+            return self
+        low, high, when = self.low, self.high, dict(self.when)
+        if low is not None and high is not None:
+            shrink = margin * (high - low) / 2.0
+            low, high = low + shrink, high - shrink
+        elif low is not None:
+            low = low + margin * abs(low)
+        elif high is not None:
+            high = high - margin * abs(high)
+        if "above" in when:
+            when["above"] = when["above"] - margin * abs(when["above"])
+        if "below" in when:
+            when["below"] = when["below"] + margin * abs(when["below"])
+        return dataclasses.replace(self, low=low, high=high, when=when)
 
     def cost_fn(self) -> Callable[..., float]:
         """``fn(obs, action, next_obs, info) -> 1.0`` on a violating step, else 0.0."""

@@ -74,6 +74,12 @@ class PPOConfig:
     so the policy learns to respect what the gate's ``scenarios`` check counts. Empty: no costs."""
     constraint_penalty: float = 5.0
     """Training-reward penalty per violating step (the RewardSpec and the reported returns are unchanged)."""
+    constraint_margin: float = 0.0
+    """With ``constraint_suite``: train against the constraints tightened by this margin
+    (:meth:`~rlops_plugin.evaluation.scenarios.Constraint.tightened`; 0.25 makes CartPole's
+    ``|x| <= 2.2`` cost from ``|x| > 1.65``), so the policy keeps clear of the limits the gate
+    checks instead of grazing them: a policy that only just respects a bound in training crosses
+    it under another seed, or on another machine's float arithmetic."""
     scenario_share: float = 0.5
     """With ``constraint_suite``: share of the parallel envs that run the suite's scenarios (their env
     overrides and adversarial initial states, round-robin; noise perturbations are not applied)
@@ -81,8 +87,15 @@ class PPOConfig:
     select_every: int = 0
     """With ``constraint_suite``: every this many updates (and after the last) run the suite, with
     twice its episodes, on validation seeds (offset from the suite's own, which the gate uses) and
-    return the iterate with the fewest failed scenarios, then the highest mean return (PPO iterates
-    differ in safety from one update to the next). 0 returns the last iterate."""
+    return the iterate with the fewest failed scenarios, then the fewest failed at the limits
+    tightened by ``constraint_margin``, then the highest mean return (PPO iterates differ in safety
+    from one update to the next). 0 returns the last iterate."""
+    max_rounds: int = 1
+    """With ``select_every``: when the selected iterate still fails a scenario on the validation
+    seeds (with ``constraint_margin``: at the tightened limits), train another round of
+    ``total_steps`` from it (learning rate schedule restarted), up to
+    this many rounds in all: the budget is ``max_rounds * total_steps`` steps. The gate's own seeds
+    are never looked at, so the gate stays an independent test."""
     value_hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
     """Hidden layers of the critic (trained from scratch)."""
     seed: int = 0
@@ -110,6 +123,8 @@ class PPOTrainer(Trainer):
             raise ConfigError(f"scenario_share must lie in [0, 1], got {config.scenario_share}")
         if config.select_every < 0 or (config.select_every and not config.constraint_suite):
             raise ConfigError("select_every must be >= 0 and needs a constraint_suite to select by")
+        if config.max_rounds < 1 or (config.max_rounds > 1 and not config.select_every):
+            raise ConfigError("max_rounds must be >= 1; more than one round needs select_every to judge a round by")
         rng = seed_everything(config.seed)
         spec = init.env_spec.replace(randomization=config.extra_randomization) if config.extra_randomization \
             else init.env_spec
@@ -123,23 +138,33 @@ class PPOTrainer(Trainer):
         history: list[tuple[int, dict[str, float]]] = []
         metrics: dict[str, float] = {}
         updates = max(1, config.total_steps // (config.n_envs * config.rollout_steps))
+        per_update = config.n_envs * config.rollout_steps
+        rounds = 0
         try:
             with torch_threads(config.torch_threads):
-                for update in range(1, updates + 1):
-                    if config.anneal_lr:
-                        for group in opt.param_groups:
-                            group["lr"] = config.lr * (1.0 - (update - 1) / updates)
-                    batch = runner.collect(policy, critic)
-                    metrics = _ppo_update(policy, critic, opt, params, batch, config, rng)
-                    metrics.update(runner.stats())
-                    if selector is not None and (update % config.select_every == 0 or update == updates):
-                        selector.consider(policy, update)
-                    report(progress, update * config.n_envs * config.rollout_steps,
-                           updates * config.n_envs * config.rollout_steps, metrics, history, every=1)
+                for rounds in range(1, config.max_rounds + 1):
+                    done = (rounds - 1) * updates
+                    for update in range(1, updates + 1):
+                        if config.anneal_lr:
+                            for group in opt.param_groups:
+                                group["lr"] = config.lr * (1.0 - (update - 1) / updates)
+                        batch = runner.collect(policy, critic)
+                        metrics = _ppo_update(policy, critic, opt, params, batch, config, rng)
+                        metrics.update(runner.stats())
+                        if selector is not None and (update % config.select_every == 0 or update == updates):
+                            selector.consider(policy, done + update)
+                        report(progress, (done + update) * per_update, updates * per_update * config.max_rounds,
+                               metrics, history, every=1)
+                    if selector is None:
+                        break
+                    selected = selector.restore_best(policy)  # the next round starts from the best iterate
+                    if selected["train/selection_failed_with_margin"] == 0:
+                        break
         finally:
             runner.close()
         if selector is not None:
             metrics.update(selector.restore_best(policy))
+            metrics["train/rounds"] = float(rounds)
         policy.eval()
         return TrainResult(policy, metrics, history)
 
@@ -155,9 +180,17 @@ def _mlp(in_dim: int, hidden: list[int]) -> nn.Sequential:
 
 
 class _Selector:
-    """Keeps the iterate that does best on the constraint suite's scenarios, on validation seeds."""
+    """Keeps the iterate that does best on the constraint suite's scenarios, on validation seeds.
+
+    With ``constraint_margin`` each constraint is also checked tightened by the margin (in the same
+    rollouts): an iterate that passes only at the real limits is fragile (another seed, or another
+    machine's arithmetic, tips it over), so the score is (scenarios failed at the real limits,
+    scenarios failed with the margin, mean return), and a round counts as done only when nothing
+    fails with the margin.
+    """
 
     SEED_OFFSET = 7_919
+    MARGIN_SUFFIX = "+margin"
 
     def __init__(self, init: PolicyBundle, config: PPOConfig) -> None:
         import dataclasses
@@ -166,10 +199,19 @@ class _Selector:
 
         suite = ScenarioSuite.load(config.constraint_suite)
         offset = self.SEED_OFFSET + config.seed
-        self.suite = dataclasses.replace(suite, scenarios=tuple(
-            dataclasses.replace(sc, seed=sc.seed + offset) for sc in suite.scenarios))
+        margin = config.constraint_margin
+
+        def with_margin(constraints: tuple[Any, ...]) -> tuple[Any, ...]:
+            if not margin:
+                return constraints
+            return (*constraints, *(dataclasses.replace(c.tightened(margin), name=c.name + self.MARGIN_SUFFIX)
+                                    for c in constraints))
+
+        self.suite = dataclasses.replace(suite, constraints=with_margin(suite.constraints), scenarios=tuple(
+            dataclasses.replace(sc, seed=sc.seed + offset, constraints=with_margin(sc.constraints))
+            for sc in suite.scenarios))
         self.init = init
-        self.best: tuple[int, float] | None = None
+        self.best: tuple[int, int, float] | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_update = 0
 
@@ -181,7 +223,8 @@ class _Selector:
             results = run_suite(policy, self.init.env_spec, self.suite, self.init.reward_spec, episodes_scale=2.0)
         finally:
             policy.train()
-        score = (-sum(not r.passed for r in results), float(np.mean([r.report.returns.mean() for r in results])))
+        real = sum(any(not f.split(":")[0].endswith(self.MARGIN_SUFFIX) for f in r.failures) for r in results)
+        score = (-real, -sum(not r.passed for r in results), float(np.mean([r.report.returns.mean() for r in results])))
         if self.best is None or score >= self.best:  # ties go to the later iterate
             self.best, self.best_update = score, update
             self.best_state = {k: v.detach().clone() for k, v in policy.network.state_dict().items()}
@@ -191,12 +234,14 @@ class _Selector:
         policy.network.load_state_dict(self.best_state)
         return {"train/selected_update": float(self.best_update),
                 "train/selection_failed_scenarios": float(-self.best[0]),
-                "train/selection_return_mean": self.best[1]}
+                "train/selection_failed_with_margin": float(-self.best[1]),
+                "train/selection_return_mean": self.best[2]}
 
 
-def _constraint_costs(suite_ref: str, init: PolicyBundle) -> tuple[list[Any], list[Any]]:
-    """Per-step cost functions of the suite's suite-wide constraints, and its scenarios (validated
-    against the bundle: unknown env parameters, indices or actions fail before training starts)."""
+def _constraint_costs(suite_ref: str, init: PolicyBundle, margin: float = 0.0) -> tuple[list[Any], list[Any]]:
+    """Per-step cost functions of the suite's suite-wide constraints (tightened by ``margin``), and its
+    scenarios (validated against the bundle: unknown env parameters, indices or actions fail before
+    training starts)."""
     if not suite_ref:
         return [], []
     from rlops_plugin.evaluation.scenarios import ScenarioSuite
@@ -205,7 +250,7 @@ def _constraint_costs(suite_ref: str, init: PolicyBundle) -> tuple[list[Any], li
     suite.validate_for(init.env_spec, init.policy)
     if not suite.constraints:
         raise ConfigError(f"constraint_suite {suite_ref!r} has no suite-wide constraints to train against")
-    return [constraint.cost_fn() for constraint in suite.constraints], list(suite.scenarios)
+    return [c.tightened(margin).cost_fn() for c in suite.constraints], list(suite.scenarios)
 
 
 def _placement(scenario: Any) -> Any:
@@ -222,7 +267,7 @@ class _Runner:
         self.config = config
         self.rng = rng
         self.reward_spec = init.reward_spec if init.reward_spec.ref != "env" else None
-        self.costs, scenarios = _constraint_costs(config.constraint_suite, init)
+        self.costs, scenarios = _constraint_costs(config.constraint_suite, init, config.constraint_margin)
         n_scenario = round(config.n_envs * config.scenario_share) if scenarios else 0
         # env i < n_scenario runs scenario i (round-robin): (spec, place-initial-state or None)
         self.layout = [(scenarios[i % len(scenarios)].env_spec(spec), _placement(scenarios[i % len(scenarios)]))

@@ -102,3 +102,43 @@ def test_selection_keeps_the_iterate_that_does_best_on_the_suite(bundle, tmp_pat
     result = PPOTrainer().train(bundle, None, PPOConfig(total_steps=512, n_envs=4, rollout_steps=64,
                                                          constraint_suite="cartpole-safety", select_every=1))
     assert 1 <= result.metrics["train/selected_update"] <= 2
+
+
+def test_constraint_margin_costs_before_the_real_limit(bundle, tmp_path):
+    """With a margin the cart is charged from |x| > 1.65 (2.2 shrunk by 25%), the gate still counts from 2.2."""
+    from rlops_plugin.evaluation.scenarios import ScenarioSuite
+
+    bound, forbidden = ScenarioSuite.load("cartpole-safety").constraints
+    tight = bound.tightened(0.25)
+    assert (tight.low, tight.high) == pytest.approx((-1.65, 1.65)) and (bound.low, bound.high) == (-2.2, 2.2)
+    near_edge = np.array([1.8, 0.0, 0.0, 0.0])
+    assert bound.cost_fn()(near_edge, 1, near_edge, {}) == 0.0 and tight.cost_fn()(near_edge, 1, near_edge, {}) == 1.0
+    assert forbidden.tightened(0.2).when == {"index": 2, "above": pytest.approx(0.12)}
+    leaning = np.array([0.0, 0.0, 0.13, 0.0])
+    assert forbidden.cost_fn()(leaning, 0, leaning, {}) == 0.0
+    assert forbidden.tightened(0.2).cost_fn()(leaning, 0, leaning, {}) == 1.0
+    assert bound.tightened(0.0) is bound
+    with pytest.raises(ConfigError, match="margin must lie in"):
+        bound.tightened(1.0)
+    run, _ = runner(bundle, constraint_suite="cartpole-safety", constraint_margin=0.25)
+    assert len(run.costs) == 2
+    run.close()
+
+
+def test_a_second_round_runs_only_while_validation_scenarios_fail(bundle, tmp_path):
+    impossible = {"name": "never", "scenarios": [{"name": "nominal", "episodes": 1}],
+                  "constraints": [{"name": "c", "type": "observation_bound", "index": 0, "low": 10.0}]}
+    path = tmp_path / "never.json"
+    path.write_text(json.dumps(impossible))
+    small = {"total_steps": 256, "n_envs": 4, "rollout_steps": 64, "select_every": 1}
+    failing = PPOTrainer().train(bundle, None, PPOConfig(constraint_suite=str(path), max_rounds=3, **small))
+    assert failing.metrics["train/rounds"] == 3.0 and failing.metrics["train/selection_failed_scenarios"] == 1.0
+    assert len(failing.history) == 3  # one update per round, each recorded
+    trivial = {**impossible, "constraints": [{"name": "c", "type": "observation_bound", "index": 0, "low": -10.0}]}
+    path.write_text(json.dumps(trivial))
+    passing = PPOTrainer().train(bundle, None, PPOConfig(constraint_suite=str(path), max_rounds=3, **small))
+    assert passing.metrics["train/rounds"] == 1.0
+    with pytest.raises(ConfigError, match="max_rounds"):
+        PPOTrainer().train(bundle, None, PPOConfig(max_rounds=2))
+    with pytest.raises(ConfigError, match="max_rounds"):
+        PPOTrainer().train(bundle, None, PPOConfig(max_rounds=0))
