@@ -31,6 +31,7 @@ class DemoConsole:
         # bound to the current stdout now: the pipeline stage redirects sys.stdout to a log file
         self.console = console or Console(file=sys.stdout, highlight=False)
         self.timings: dict[str, float] = {}
+        self.failed_stage: str | None = None
         self.started = time.perf_counter()
 
     def say(self, text: str) -> None:
@@ -47,6 +48,8 @@ class DemoConsole:
             yield info
         except BaseException:
             self.console.print(f"[bold red]    failed after {time.perf_counter() - start:.1f} s[/bold red]")
+            if self.failed_stage is None:  # the first stage that failed, for the failure report
+                self.failed_stage = f"[{number}/9] {title}"
             raise
         elapsed = time.perf_counter() - start
         self.timings[title] = elapsed

@@ -4,9 +4,10 @@
 2. train a small initial champion in the simulator, register it, make it ``@champion``;
 3. deploy it with ``rlops-local`` (a real ``kserve.ModelServer`` process with epsilon exploration);
 4. send nominal traffic through the predictor, rewards arriving a few batches late;
-5. change the world (a longer pole) and keep the traffic coming;
+5. change the world (a heavier cart by default) and keep the traffic coming;
 6. monitor the decision log: drift is detected and the trigger runs the Kubeflow pipeline
-   locally (dataset from the logs -> CQL -> simulator fine-tuning -> evaluation -> gate ->
+   locally (dataset from the logs -> calibration of the simulator's physics on the newest
+   logs -> CQL -> simulator fine-tuning around the fitted physics -> evaluation -> gate ->
    register -> shadow -> canary -> approval -> promote or roll back);
 7. evaluate the initial and the final champion on the same seeds, in the old and the new world;
 8. write the HTML report (plots, gate, canary, links) and the audit trail;
@@ -62,6 +63,9 @@ class DemoResult:
     report_path: str = ""
     audit_path: str = ""
     monitoring_run_id: str = ""
+    failed_stage: str = ""
+    """The stage that raised, when one did (the report then says which and why)."""
+    error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (``result.json`` next to the report)."""
@@ -89,7 +93,7 @@ def run_demo(root: str | Path = ".rlops/demo", config: DemoConfig | None = None,
     config = config or DemoConfig()
     out = console or DemoConsole()
     root = Path(root).resolve()
-    _randomization(config)  # an unknown --shift attribute fails here, before anything starts
+    check_shift(config)  # an unknown --shift attribute fails here, before anything starts
     prepare_root(root)
     started = time.perf_counter()
     server = None
@@ -102,6 +106,7 @@ def run_demo(root: str | Path = ".rlops/demo", config: DemoConfig | None = None,
     mlflow_logger = logging.getLogger("mlflow")
     saved_level = mlflow_logger.level
     mlflow_logger.setLevel(logging.WARNING)  # the stages say what happened
+    result = DemoResult(config.model_name, tracking_uri or "", str(root), store or str(root / "experience.db"))
     try:
         with out.stage(1, "MLflow tracking server and model registry") as info:
             if tracking_uri is None:
@@ -115,7 +120,7 @@ def run_demo(root: str | Path = ".rlops/demo", config: DemoConfig | None = None,
             store = store or str(root / "experience.db")
             _require_empty_store(store)
             info["detail"] = f"{tracking_uri}, model {name!r}, store {store}"
-        result = DemoResult(name, tracking_uri, str(root), store)
+        result.model_name, result.tracking_uri, result.store = name, tracking_uri, store
         with out.stage(2, "Initial champion: PPO in the simulator, registered with env and reward") as info:
             result.initial_version = _initial_champion(name, config, out)
             info["detail"] = f"{name} version {result.initial_version} is @champion"
@@ -161,6 +166,11 @@ def run_demo(root: str | Path = ".rlops/demo", config: DemoConfig | None = None,
             paths = write_report(result, config, monitoring, root / "report")
             result.report_path, result.audit_path = str(paths["report"]), str(paths["audit"])
             info["detail"] = result.report_path
+    except BaseException as exc:
+        result.failed_stage = out.failed_stage or "before the first stage"
+        result.error = f"{type(exc).__name__}: {exc}"
+        result.outcome, result.outcome_reason = "failed", f"{result.failed_stage} failed: {result.error}"
+        raise
     finally:
         with out.stage(9, "Stop everything the demo started") as info:
             stopped = []
@@ -178,10 +188,27 @@ def run_demo(root: str | Path = ".rlops/demo", config: DemoConfig | None = None,
                 else:
                     os.environ[key] = value
             info["detail"] = ", ".join(stopped) or "nothing to stop"
-    result.wall_s = time.perf_counter() - started
-    result.stage_seconds = dict(out.timings)
-    Path(result.report_path).with_name("result.json").write_text(json.dumps(result.to_dict(), indent=2))
+        result.wall_s = time.perf_counter() - started
+        result.stage_seconds = dict(out.timings)
+        if result.failed_stage:  # also on errors: say which stage failed and why, next to the report
+            result.report_path = str(_failure_report(root / "report", result))
+        Path(result.report_path).with_name("result.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
+
+
+def _failure_report(folder: Path, result: DemoResult) -> Path:
+    """A plain page naming the failed stage, the error and the stages that completed."""
+    import html
+
+    folder.mkdir(parents=True, exist_ok=True)
+    done = "".join(f"<li>{html.escape(k)}: {v:.1f} s</li>" for k, v in result.stage_seconds.items())
+    page = folder / "index.html"
+    page.write_text(f"<html><head><meta charset='utf-8'><title>rlops demo: failed</title></head><body>"
+                    f"<h1>rlops demo failed at {html.escape(result.failed_stage)}</h1>"
+                    f"<p><code>{html.escape(result.error)}</code></p><h2>Stages completed</h2><ul>{done}</ul>"
+                    f"<p>Demo folder {html.escape(result.root)}; every process the demo started was stopped.</p>"
+                    "</body></html>")
+    return page
 
 
 # ----- stages ----------------------------------------------------------------------------------
@@ -260,7 +287,7 @@ def _audit_deployment(name: str, version: str, state: dict[str, Any], config: De
 def _env_spec(config: DemoConfig) -> Any:
     from rlops_plugin import EnvSpec
 
-    return EnvSpec(id=config.env_id)
+    return EnvSpec(id=config.env_id, calibration=config.calibration)
 
 
 def _traffic(url: str, spec: Any, decisions: int, config: DemoConfig, prefix: str, out: DemoConsole,
@@ -283,21 +310,15 @@ def _traffic(url: str, spec: Any, decisions: int, config: DemoConfig, prefix: st
         client.close()
 
 
-def _randomization(config: DemoConfig) -> dict[str, Any]:
-    """The fine-tuning's domain randomization: as configured, or each shifted attribute between its
-    nominal value (read from a fresh environment) and its shifted value."""
-    if config.finetune_randomization is not None:
-        return config.finetune_randomization
+def check_shift(config: DemoConfig) -> None:
+    """Refuse a world change naming an attribute the env does not have (before anything starts)."""
     env = _env_spec(config).make()
     try:
         unknown = sorted(key for key in config.shift if not hasattr(env.unwrapped, key))
-        if unknown:
-            raise ConfigError(f"shift: {config.env_id} has no attribute {', '.join(unknown)}")
-        nominal = {key: float(getattr(env.unwrapped, key)) for key in config.shift}
     finally:
         env.close()
-    return {key: {"low": min(nominal[key], float(value)), "high": max(nominal[key], float(value))}
-            for key, value in config.shift.items()}
+    if unknown:
+        raise ConfigError(f"shift: {config.env_id} has no attribute {', '.join(unknown)}")
 
 
 def _pipeline_params(name: str, store: str, root: Path, config: DemoConfig) -> Path:
@@ -308,8 +329,8 @@ def _pipeline_params(name: str, store: str, root: Path, config: DemoConfig) -> P
         "target": f"rlops-local:{root / 'deployments'}", "trainer": "cql",
         "trainer_config_json": json.dumps({"steps": config.cql_steps}),
         "finetune_steps": config.finetune_steps,
-        "finetune_config_json": json.dumps({"extra_randomization": _randomization(config),
-                                            **config.finetune_config, "seed": config.seed + 1}),
+        "finetune_config_json": json.dumps({**config.finetune_config, "seed": config.seed + 1}),
+        "calibration_window": config.calibration_window,
         "eval_episodes": config.eval_episodes, "scenarios_json": json.dumps(["cartpole-safety"]),
         "gate_policy_json": json.dumps({"episodes": config.eval_episodes,
                                         "regression_margin": config.regression_margin,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -10,7 +11,14 @@ import pytest
 
 from rlops_plugin import flavor
 from rlops_plugin.demo.config import DemoConfig
-from rlops_plugin.demo.runner import MARKER, _fresh_name, _randomization, _require_empty_store, prepare_root
+from rlops_plugin.demo.runner import (
+    MARKER,
+    _fresh_name,
+    _pipeline_params,
+    _require_empty_store,
+    check_shift,
+    prepare_root,
+)
 from rlops_plugin.errors import ConfigError
 from rlops_plugin.experience.store import open_store
 from tests.experience.test_store import make_batch
@@ -35,13 +43,17 @@ def test_prepare_root_clears_only_its_own_files(tmp_path):
     assert not (root / "report").exists() and not (root / "experience.db").exists()
 
 
-def test_world_change_sets_the_fine_tuning_randomization():
-    assert _randomization(DemoConfig()) == {"masscart": {"low": 1.0, "high": 2.5}}
-    assert _randomization(DemoConfig(shift={"length": 0.25})) == {"length": {"low": 0.25, "high": 0.5}}
-    explicit = {"gravity": {"low": 9.0, "high": 11.0}}
-    assert _randomization(DemoConfig(finetune_randomization=explicit)) == explicit
+def test_the_pipeline_is_not_told_what_changed(tmp_path):
+    """The fine-tuning's physics come from the calibration step, never from the demo's known shift."""
+    config = DemoConfig(shift={"masscart": 3.0})
+    params = json.loads(_pipeline_params("m", "store.db", tmp_path, config).read_text())
+    text = json.dumps({k: v for k, v in params.items() if k != "traffic_env_json"})  # traffic *is* the world
+    assert "3.0" not in text and "extra_randomization" not in text
+    assert params["calibration_window"] == config.calibration_window > 0
+    assert json.loads(params["traffic_env_json"]) == {"params": {"masscart": 3.0}}
+    check_shift(config)
     with pytest.raises(ConfigError, match="CartPole-v1 has no attribute wheels"):
-        _randomization(DemoConfig(shift={"wheels": 3}))
+        check_shift(DemoConfig(shift={"wheels": 3}))
 
 
 def test_fast_preset_keeps_the_stages_and_shrinks_the_budgets():
@@ -72,3 +84,20 @@ def test_cli_refuses_a_bad_shift_before_starting_anything(tmp_path):
                                str(tmp_path / "d"), "--shift", shift], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_a_failed_stage_still_writes_the_report_and_exits_non_zero(tmp_path):
+    """The store is not empty: stage 1 fails, the report and result.json say which stage and why."""
+    store = str(tmp_path / "busy.db")
+    with open_store(store) as experience:
+        experience.log_decisions(make_batch())
+    root = tmp_path / "demo"
+    code = ("import sys; from rlops_plugin.demo.runner import run_demo; "
+            f"run_demo({str(root)!r}, tracking_uri='sqlite:///{tmp_path / 'mlflow.db'}', store={store!r})")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "already holds decisions" in proc.stderr
+    result = json.loads((root / "report" / "result.json").read_text())
+    assert result["failed_stage"] == "[1/9] MLflow tracking server and model registry"
+    assert result["outcome"] == "failed" and "already holds decisions" in result["error"]
+    page = (root / "report" / "index.html").read_text()
+    assert "failed at [1/9] MLflow tracking server" in page and "already holds decisions" in page
