@@ -126,7 +126,7 @@ def parse_v2(request: Any, obs_dim: int, n_actions: int | None, max_batch: int) 
     if obs_input.datatype not in ("FP32", "FP64", "FP16", "INT32", "INT64"):
         raise InvalidObservationError(f"inputs.obs.datatype: numeric type expected, got {obs_input.datatype}")
     try:
-        raw = np.asarray(obs_input.as_numpy(), dtype=np.float32)
+        raw = np.array(obs_input.as_numpy(), dtype=np.float32)  # a copy: the request's buffer is read-only
     except (ValueError, TypeError) as exc:
         raise InvalidObservationError(f"inputs.obs: {exc}") from None
     if raw.ndim == 1 and raw.size == obs_dim:
@@ -166,9 +166,10 @@ def _check_batch(n: int, max_batch: int, where: str) -> None:
 
 
 def _obs_matrix(rows: list[Any], obs_dim: int, where: str, suffix: str = "") -> np.ndarray:
-    try:
-        arr = np.asarray(rows, dtype=np.float32)
-        if arr.ndim == 2 and arr.shape[1] == obs_dim:
+    try:  # fast path: numbers only (numpy would parse "0.5" and cast true to 1.0 if asked for float32)
+        raw = np.asarray(rows)
+        if raw.ndim == 2 and raw.shape[1] == obs_dim and raw.dtype.kind in "iuf":
+            arr = raw.astype(np.float32)
             _check_finite(arr, where, suffix)
             return arr
     except (ValueError, TypeError):
