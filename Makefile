@@ -32,7 +32,7 @@ test: $(STAMP)
 	bash scripts/system-deps.sh
 	$(BIN)/ruff check .
 	$(DEPTRY)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
