@@ -73,3 +73,27 @@ def test_pipeline_arguments_keep_json_text_parameters_as_text():
                     "reference": "production:1000"}
     with pytest.raises(click.BadParameter, match="KEY=VALUE"):
         _pipeline_arguments("m", "s.db", None, "cql", ("window",))
+
+
+def test_calibrate_fits_a_dataset_and_refuses_bad_ranges(tmp_path):
+    from rlops_plugin import EnvSpec, PolicyBundle
+    from rlops_plugin.experience.dataset import Dataset
+    from tests.simulation.test_calibration import logged
+
+    spec = EnvSpec(id="CartPole-v1", calibration={"masscart": {"low": 0.25, "high": 10.0}})
+    flavor.save_model(PolicyBundle.create(spec, seed=0), tmp_path / "model")
+    obs, act, nxt, done = logged(spec.replace(params={"masscart": 3.0}), 300)
+    Dataset("transitions", {"obs": obs, "action": act, "next_obs": nxt, "done": done}).save(tmp_path / "data")
+    out = run(["calibrate", "--dataset", str(tmp_path / "data"), "--bundle", str(tmp_path / "model"),
+               "--recent", "250", "--out", str(tmp_path / "fit.json")]).stdout
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    assert fit["params"]["masscart"] == pytest.approx(3.0, rel=1e-3) and fit["transitions"] <= 250
+    assert out.startswith("masscart=3")
+    ranges = json.loads(out.split("fine-tuning randomization: ", 1)[1])
+    assert ranges["masscart"] == {"low": pytest.approx(2.7, rel=1e-3), "high": pytest.approx(3.3, rel=1e-3)}
+    bad = run(["calibrate", "--dataset", str(tmp_path / "data"), "--bundle", str(tmp_path / "model"),
+               "--param", "masscart=0.5:2.0"], check=False)
+    assert bad.returncode == 2 and "on a declared bound: masscart=2" in bad.stderr
+    typo = run(["calibrate", "--dataset", str(tmp_path / "data"), "--bundle", str(tmp_path / "model"),
+                "--param", "masscart=heavy"], check=False)
+    assert typo.returncode == 2 and "NAME=LOW:HIGH" in typo.stderr
