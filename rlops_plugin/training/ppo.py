@@ -73,7 +73,11 @@ class PPOConfig:
     """Scenario suite (registered name or JSON file) whose suite-wide constraints cost during training,
     so the policy learns to respect what the gate's ``scenarios`` check counts. Empty: no costs."""
     constraint_penalty: float = 5.0
-    """Training-reward penalty per violating step (the RewardSpec and the reported returns are unchanged)."""
+    """Training-reward penalty per violating step (the RewardSpec and the reported returns are unchanged).
+    For an observation bound keep it below the reward a step earns: a larger one makes every step
+    in the violating region a net loss, and ending the episode (the pole falling) the cheapest way
+    out, which teaches the opposite of recovering (measured on CartPole: 5.0 left cart drift the
+    update could not remove; 0.5 removed it)."""
     constraint_margin: float = 0.0
     """With ``constraint_suite``: train against the constraints tightened by this margin
     (:meth:`~rlops_plugin.evaluation.scenarios.Constraint.tightened`; 0.25 makes CartPole's
@@ -82,14 +86,21 @@ class PPOConfig:
     it under another seed, or on another machine's float arithmetic."""
     scenario_share: float = 0.5
     """With ``constraint_suite``: share of the parallel envs that run the suite's scenarios (their env
-    overrides and adversarial initial states, round-robin; noise perturbations are not applied)
-    instead of the nominal EnvSpec, so the update sees the situations the gate will test."""
+    overrides, adversarial initial states and observation noise; each env moves on to another
+    scenario after every episode, so all are trained on however few envs there are) instead of the
+    nominal EnvSpec, so the update sees the situations the gate will test."""
     select_every: int = 0
     """With ``constraint_suite``: every this many updates (and after the last) run the suite, with
     twice its episodes, on validation seeds (offset from the suite's own, which the gate uses) and
     return the iterate with the fewest failed scenarios, then the fewest failed at the limits
     tightened by ``constraint_margin``, then the highest mean return (PPO iterates differ in safety
     from one update to the next). 0 returns the last iterate."""
+    edge_share: float = 0.0
+    """With ``constraint_suite``: share of the nominal envs' episodes that start near one of the
+    suite's observation bounds (a uniform point between the limit tightened by
+    ``constraint_margin`` (25% when it is 0) and the limit itself, on a random side), so the policy
+    learns to come back from the edge, a state it otherwise meets only at the end of long episodes.
+    Needs the env's ``unwrapped.state`` to be its observation (as for scenario initial states)."""
     max_rounds: int = 1
     """With ``select_every``: when the selected iterate still fails a scenario on the validation
     seeds (with ``constraint_margin``: at the tightened limits), train another round of
@@ -123,6 +134,8 @@ class PPOTrainer(Trainer):
             raise ConfigError(f"scenario_share must lie in [0, 1], got {config.scenario_share}")
         if config.select_every < 0 or (config.select_every and not config.constraint_suite):
             raise ConfigError("select_every must be >= 0 and needs a constraint_suite to select by")
+        if not 0.0 <= config.edge_share <= 1.0:
+            raise ConfigError(f"edge_share must lie in [0, 1], got {config.edge_share}")
         if config.max_rounds < 1 or (config.max_rounds > 1 and not config.select_every):
             raise ConfigError("max_rounds must be >= 1; more than one round needs select_every to judge a round by")
         rng = seed_everything(config.seed)
@@ -238,19 +251,31 @@ class _Selector:
                 "train/selection_return_mean": self.best[2]}
 
 
-def _constraint_costs(suite_ref: str, init: PolicyBundle, margin: float = 0.0) -> tuple[list[Any], list[Any]]:
-    """Per-step cost functions of the suite's suite-wide constraints (tightened by ``margin``), and its
-    scenarios (validated against the bundle: unknown env parameters, indices or actions fail before
-    training starts)."""
+def _constraint_costs(suite_ref: str, init: PolicyBundle, margin: float = 0.0
+                      ) -> tuple[list[Any], list[Any], list[Any]]:
+    """Per-step cost functions of the suite's suite-wide constraints (tightened by ``margin``), its
+    scenarios, and the constraints themselves (validated against the bundle: unknown env parameters,
+    indices or actions fail before training starts)."""
     if not suite_ref:
-        return [], []
+        return [], [], []
     from rlops_plugin.evaluation.scenarios import ScenarioSuite
 
     suite = ScenarioSuite.load(suite_ref)
     suite.validate_for(init.env_spec, init.policy)
     if not suite.constraints:
         raise ConfigError(f"constraint_suite {suite_ref!r} has no suite-wide constraints to train against")
-    return [c.tightened(margin).cost_fn() for c in suite.constraints], list(suite.scenarios)
+    return [c.tightened(margin).cost_fn() for c in suite.constraints], list(suite.scenarios), list(suite.constraints)
+
+
+def _edge_region(constraint: Any, margin: float) -> list[tuple[int, float, float]]:
+    """``(index, from, to)`` start intervals between the tightened and the real observation bound."""
+    tight = constraint.tightened(margin or 0.25)
+    out = []
+    if constraint.high is not None:
+        out.append((int(constraint.index), float(tight.high), float(constraint.high)))
+    if constraint.low is not None:
+        out.append((int(constraint.index), float(constraint.low), float(tight.low)))
+    return out
 
 
 def _placement(scenario: Any) -> Any:
@@ -267,12 +292,19 @@ class _Runner:
         self.config = config
         self.rng = rng
         self.reward_spec = init.reward_spec if init.reward_spec.ref != "env" else None
-        self.costs, scenarios = _constraint_costs(config.constraint_suite, init, config.constraint_margin)
-        n_scenario = round(config.n_envs * config.scenario_share) if scenarios else 0
-        # env i < n_scenario runs scenario i (round-robin): (spec, place-initial-state or None)
-        self.layout = [(scenarios[i % len(scenarios)].env_spec(spec), _placement(scenarios[i % len(scenarios)]))
-                       if i < n_scenario else (spec, None) for i in range(config.n_envs)]
-        self.envs = [env_spec.make() for env_spec, _ in self.layout]
+        self.costs, scenarios, constraints = _constraint_costs(config.constraint_suite, init, config.constraint_margin)
+        self.edges = [region for c in constraints if c.type == "observation_bound"
+                      for region in _edge_region(c, config.constraint_margin)] if config.edge_share else []
+        self.edge_rng = np.random.default_rng([config.seed, 0xED6E])
+        self.spec, self.scenarios = spec, scenarios
+        self.n_scenario = round(config.n_envs * config.scenario_share) if scenarios else 0
+        # env i < n_scenario runs scenario i first, then every n_scenario-th next one after each episode
+        # (so each scenario is trained on, however few envs there are); the others run ``spec``
+        self.current: list[int | None] = [i % len(scenarios) if i < self.n_scenario else None
+                                          for i in range(config.n_envs)]
+        self.layout = [self._slot(k) for k in self.current]
+        self.envs = [env_spec.make() for env_spec, _, _ in self.layout]
+        self.noise_rng = np.random.default_rng([config.seed, 0x0B5])
         self.next_seed = config.seed * 100_003
         self.obs = np.stack([self._reset(i)[0] for i in range(len(self.envs))]).astype(np.float32)
         self.masks = np.ones((config.n_envs, init.policy.n_actions), dtype=bool)
@@ -282,12 +314,47 @@ class _Runner:
         self.violations = 0
         self.use_shield = config.use_shield and shield_active()
 
+    def _slot(self, scenario: int | None) -> tuple[Any, Any, float]:
+        """(env spec, initial-state setter or None, observation noise) of a scenario, or of the nominal spec."""
+        if scenario is None:
+            return self.spec, None, 0.0
+        sc = self.scenarios[scenario]
+        return sc.env_spec(self.spec), _placement(sc), float(sc.perturbations.get("observation_noise", 0.0))
+
+    def _next_scenario(self, i: int) -> None:
+        """Move env ``i`` on to its next scenario (rebuilt when the env parameters differ)."""
+        k = self.current[i]
+        if k is None or len(self.scenarios) <= self.n_scenario:
+            return
+        self.current[i] = (k + self.n_scenario) % len(self.scenarios)
+        spec = self.layout[i][0]
+        self.layout[i] = self._slot(self.current[i])
+        if self.layout[i][0] != spec:
+            self.envs[i].close()
+            self.envs[i] = self.layout[i][0].make()
+
+    def seen(self, obs: np.ndarray) -> np.ndarray:
+        """What the policy observes: the scenarios' sensor noise added, as the gate's rollouts add it."""
+        std = np.array([noise for _, _, noise in self.layout], dtype=np.float32)
+        if not std.any():
+            return obs
+        return obs + (self.noise_rng.normal(size=obs.shape) * std[:, None]).astype(np.float32)
+
     def _reset(self, i: int) -> tuple[np.ndarray, dict]:
         self.next_seed += 1
         env, place = self.envs[i], self.layout[i][1]
         obs, info = env.reset(seed=self.next_seed)
         if place is not None:
             place(env, self.next_seed)
+            obs = current_obs(env, obs)
+        elif self.edges and self.edge_rng.random() < self.config.edge_share:
+            index, low, high = self.edges[int(self.edge_rng.integers(len(self.edges)))]
+            base = env.unwrapped
+            if not hasattr(base, "state"):
+                raise ConfigError(f"edge_share: {type(base).__name__} has no 'state' to start near a bound from")
+            state = np.array(base.state, dtype=np.float64)
+            state[index] = self.edge_rng.uniform(low, high)
+            base.state = state.astype(np.asarray(base.state).dtype)
             obs = current_obs(env, obs)
         return obs, info
 
@@ -302,8 +369,9 @@ class _Runner:
         done_buf = np.zeros((cfg.rollout_steps, n), dtype=np.float32)
         val_buf = np.zeros((cfg.rollout_steps + 1, n), dtype=np.float32)
         for t in range(cfg.rollout_steps):
+            seen = self.seen(self.obs)
             with torch.no_grad():
-                obs_t = torch.from_numpy(self.obs)
+                obs_t = torch.from_numpy(seen)
                 pi = torch.softmax(policy.network(obs_t), dim=-1).numpy().astype(np.float64)
                 val_buf[t] = critic(obs_t).squeeze(-1).numpy()
             allowed = self.masks
@@ -313,13 +381,13 @@ class _Runner:
             executed = proposed.copy()
             effective = mu
             if self.use_shield:
-                effective, vetoes = shield_discrete(self.obs, mu, [{"model": "training", "policy_version": "training",
+                effective, vetoes = shield_discrete(seen, mu, [{"model": "training", "policy_version": "training",
                                                                     "request": {}}] * n)
                 for i, a in enumerate(proposed):
                     if int(a) in vetoes[i]:
                         executed[i] = int(vetoes[i][int(a)].action)
                         self.vetoes += 1
-            obs_buf[t], act_buf[t] = self.obs, executed
+            obs_buf[t], act_buf[t] = seen, executed
             logp_buf[t] = np.log(pi[np.arange(n), executed] + 1e-12)
             mu_buf[t] = effective[np.arange(n), executed]
             for i, env in enumerate(self.envs):
@@ -341,12 +409,13 @@ class _Runner:
                 if terminated or truncated:
                     self.completed.append(float(self.episode_returns[i]))
                     self.episode_returns[i] = 0.0
+                    self._next_scenario(i)
                     next_obs, info = self._reset(i)
                 mask = info.get("action_mask") if isinstance(info, dict) else None
                 self.masks[i] = np.asarray(mask, dtype=bool) if mask is not None else True
                 self.obs[i] = next_obs
         with torch.no_grad():
-            val_buf[-1] = critic(torch.from_numpy(self.obs)).squeeze(-1).numpy()
+            val_buf[-1] = critic(torch.from_numpy(self.seen(self.obs))).squeeze(-1).numpy()
         adv = np.zeros_like(rew_buf)
         last = np.zeros(n, dtype=np.float32)
         for t in reversed(range(cfg.rollout_steps)):

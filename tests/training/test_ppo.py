@@ -27,15 +27,33 @@ def runner(bundle, **overrides):
 def test_scenario_envs_start_where_the_suite_says(bundle):
     run, _ = runner(bundle, constraint_suite="cartpole-safety", scenario_share=1.0)
     # round-robin over nominal, long_pole, heavy_cart, sensor_noise, shoved_start
-    assert [spec.params.get("masscart") for spec, _ in run.layout] == [None, None, 2.0, None, None]
+    assert [spec.params.get("masscart") for spec, _, _ in run.layout] == [None, None, 2.0, None, None]
     assert run.envs[1].unwrapped.length == 0.75 and run.envs[2].unwrapped.masscart == 2.0
     assert 0.08 <= run.obs[4][2] <= 0.12  # shoved start: the pole already leans
     assert all(abs(obs[2]) <= 0.05 for obs in run.obs[:4])
     run.close()
     half, _ = runner(bundle, constraint_suite="cartpole-safety", scenario_share=0.4)
-    assert [place is not None for _, place in half.layout] == [False] * 5  # nominal and long_pole: no placement
+    assert [place is not None for _, place, _ in half.layout] == [False] * 5  # nominal and long_pole: no placement
     assert half.envs[1].unwrapped.length == 0.75 and half.envs[2].unwrapped.length == 0.5
     half.close()
+
+
+def test_scenario_envs_move_through_every_scenario_with_its_sensor_noise(bundle):
+    """Two scenario envs, five scenarios: after each episode an env takes the scenario two further on."""
+    run, _ = runner(bundle, constraint_suite="cartpole-safety", scenario_share=0.4)
+    names = [s.name for s in run.scenarios]
+    visited = [names[run.current[0]]]
+    for _ in range(4):
+        run._next_scenario(0)
+        visited.append(names[run.current[0]])
+    assert visited == ["nominal", "heavy_cart", "shoved_start", "long_pole", "sensor_noise"]
+    assert run.envs[0].unwrapped.masscart == 1.0 and run.layout[0][2] == 0.02  # rebuilt; noisy sensor
+    run._next_scenario(1)  # long_pole -> sensor_noise: another env
+    assert run.envs[1].unwrapped.length == 0.5
+    seen = run.seen(run.obs)
+    assert not np.allclose(seen[0], run.obs[0]) and not np.allclose(seen[1], run.obs[1])
+    assert np.array_equal(seen[2:], run.obs[2:])  # nominal envs see the true state
+    run.close()
 
 
 def test_constraint_costs_lower_the_training_returns(bundle, tmp_path):
@@ -142,3 +160,19 @@ def test_a_second_round_runs_only_while_validation_scenarios_fail(bundle, tmp_pa
         PPOTrainer().train(bundle, None, PPOConfig(max_rounds=2))
     with pytest.raises(ConfigError, match="max_rounds"):
         PPOTrainer().train(bundle, None, PPOConfig(max_rounds=0))
+
+
+def test_edge_starts_put_the_cart_between_the_margin_and_the_limit(bundle):
+    run, _ = runner(bundle, constraint_suite="cartpole-safety", scenario_share=0.0, edge_share=1.0,
+                    constraint_margin=0.25)
+    assert sorted(run.edges) == [(0, -2.2, pytest.approx(-1.65)), (0, pytest.approx(1.65), 2.2)]
+    assert all(1.65 <= abs(float(obs[0])) <= 2.2 for obs in run.obs)
+    assert {bool(obs[0] > 0) for obs in run.obs} == {True, False}  # both sides (5 envs, fixed seed)
+    assert all(abs(float(env.unwrapped.state[0]) - float(obs[0])) < 1e-6 for env, obs in zip(run.envs, run.obs,
+                                                                                            strict=True))
+    run.close()
+    none, _ = runner(bundle, constraint_suite="cartpole-safety", scenario_share=0.0)
+    assert none.edges == [] and all(abs(float(obs[0])) <= 0.05 for obs in none.obs)
+    none.close()
+    with pytest.raises(ConfigError, match="edge_share"):
+        PPOTrainer().train(bundle, None, PPOConfig(edge_share=1.5))
