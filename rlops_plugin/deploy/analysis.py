@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from rlops_plugin.deploy.sequential import NON_INFERIOR, WORSE, RewardStats, SequentialResult, sequential_test
+from rlops_plugin.deploy.sequential import (
+    NON_INFERIOR,
+    WORSE,
+    RewardStats,
+    SequentialResult,
+    reward_bounds,
+    sequential_test,
+)
 from rlops_plugin.errors import ConfigError
 
 SHADOW, CANARY, AWAITING_APPROVAL, PROMOTED, ROLLED_BACK, INCONCLUSIVE = (
@@ -42,6 +49,16 @@ class PromotionPolicy:
     """A step advances once the challenger is shown no worse than this fraction below the champion."""
     min_samples: int = 30
     """Rewards needed on each side before the test may decide anything."""
+    min_effective_samples: float = 10.0
+    """Pooled effective sample (``n / (1 + skewness^2)`` of both arms' rewards) a step needs to advance
+    or promote. It is 0 for rewards that never vary and about the number of events for rare ones,
+    so constant or never-converting traffic cannot promote; 10 is the textbook ``np >= 10`` rule of
+    the binomial's normal approximation, generalized (`rlops_plugin.deploy.sequential`). Rollback
+    needs no minimum."""
+    reward_range: tuple[float, float] | None = None
+    """Declared ``[low, high]`` of one sample (a decision's reward, or an episode's return). Values
+    outside are clipped, counted and reported, and any clipped value withholds advancing and
+    promotion (rollback stays possible). ``None``: ``+-1e12`` (``sequential.MAX_ABS_REWARD``)."""
     max_duration_s: float = 3600.0
     """Give up (inconclusive: back to the champion, nothing promoted) after this long."""
     require_approval: bool = False
@@ -60,6 +77,14 @@ class PromotionPolicy:
             raise ConfigError(f"promotion steps must be increasing shares in (0, 1], got {self.steps}")
         if not 0 < self.alpha < 1:
             raise ConfigError(f"alpha must lie in (0, 1), got {self.alpha}")
+        if isinstance(self.min_samples, bool) or not isinstance(self.min_samples, int) or self.min_samples < 2:
+            raise ConfigError(f"min_samples must be an int >= 2 (a variance needs two rewards), got "
+                              f"{self.min_samples!r}")
+        if isinstance(self.min_effective_samples, bool) or not isinstance(self.min_effective_samples, (int, float)) \
+                or not self.min_effective_samples >= 1:
+            raise ConfigError(f"min_effective_samples must be a number >= 1, got {self.min_effective_samples!r}")
+        if self.reward_range is not None:
+            self.reward_range = reward_bounds(self.reward_range)  # ConfigError names reward_range
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -98,6 +123,8 @@ class CanaryAnalysis:
                shadow_seen: int = 0, approved: bool = False, challenger_decisions: int | None = None) -> Action:
         """Advance the state machine with all rewards observed since the canary started.
 
+        Rewards are arrays, or :class:`RewardStats` built with ``RewardStats.for_range(policy.reward_range)``.
+
         ``challenger_decisions`` counts the challenger's decisions since the start when the samples
         are not decisions (``metric="episode"``: one sample per episode); ``min_decisions_per_step``
         is measured in it.
@@ -116,7 +143,7 @@ class CanaryAnalysis:
             return Action(CANARY, self.fraction, True, f"shadow complete ({shadow_seen} decisions): canary at "
                                                        f"{self.fraction:.0%}")
         test = sequential_test(challenger, champion, p.alpha, p.tau_relative, p.rollback_margin,
-                               p.noninferiority_margin, p.min_samples)
+                               p.noninferiority_margin, p.min_samples, p.reward_range, p.min_effective_samples)
         if test.verdict == WORSE:
             self.state = ROLLED_BACK
             return Action(ROLLED_BACK, 0.0, True, test.reason, test)

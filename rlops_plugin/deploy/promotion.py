@@ -8,7 +8,9 @@ target (``rlops-local`` servers or KServe InferenceServices) and to the registry
   ``rlops rollback``) and removes ``challenger``;
 * rollback sets traffic back to the champion and removes ``challenger``;
 * a ``challenger`` alias that moves mid-analysis restarts the analysis for the new version;
-* no rewards, or NaN rewards, mean hold — never a promotion.
+* no rewards, or NaN rewards, mean hold — never a promotion; nor do rewards that cannot tell the
+  policies apart (constant or too rare) or that lie outside the declared ``reward_range``
+  (clipped, counted in the audit metrics).
 
 Every state change is an audit event (an MLflow run with metrics, decision and reason).
 """
@@ -261,7 +263,9 @@ def _test_metrics(action: Action) -> dict[str, float]:
         return {}
     return {"reward_diff": t.difference, "reward_diff_ci_low": t.ci_low, "reward_diff_ci_high": t.ci_high,
             "challenger_decisions": float(t.n_challenger), "champion_decisions": float(t.n_champion),
-            "challenger_reward_mean": t.challenger_mean, "champion_reward_mean": t.champion_mean}
+            "challenger_reward_mean": t.challenger_mean, "champion_reward_mean": t.champion_mean,
+            "effective_samples": t.effective_samples, "challenger_rewards_clipped": float(t.clipped_challenger),
+            "champion_rewards_clipped": float(t.clipped_champion)}
 
 
 __all__ = ["AWAITING_APPROVAL", "CANARY", "INCONCLUSIVE", "PROMOTED", "ROLLED_BACK", "SHADOW", "KServeTarget",

@@ -95,6 +95,8 @@ def test_better_candidate_is_promoted_and_audited(setup, model_name, tmp_path):
     decisions = [e.decision for e in events]
     assert decisions[0] == "started" and decisions[-1] == "promoted" and "canary" in decisions
     assert events[-1].kind == "promotion" and events[-1].metrics["reward_diff"] > 0
+    assert events[-1].metrics["effective_samples"] >= FAST.min_effective_samples  # the evidence behind it, audited
+    assert events[-1].metrics["challenger_rewards_clipped"] == events[-1].metrics["champion_rewards_clipped"] == 0
     assert events[-1].details["previous_champion"] == "1"
 
 
