@@ -79,11 +79,11 @@ class PPOConfig:
     out, which teaches the opposite of recovering (measured on CartPole: 5.0 left cart drift the
     update could not remove; 0.5 removed it)."""
     constraint_margin: float = 0.0
-    """With ``constraint_suite``: train against the constraints tightened by this margin
-    (:meth:`~rlops_plugin.evaluation.scenarios.Constraint.tightened`; 0.25 makes CartPole's
-    ``|x| <= 2.2`` cost from ``|x| > 1.65``), so the policy keeps clear of the limits the gate
-    checks instead of grazing them: a policy that only just respects a bound in training crosses
-    it under another seed, or on another machine's float arithmetic."""
+    """With ``constraint_suite``: each constraint also costs tightened by this margin
+    (:meth:`~rlops_plugin.evaluation.scenarios.Constraint.tightened`; 0.5 makes CartPole's
+    ``|x| <= 2.2`` cost from ``|x| > 1.1``, and twice beyond 2.2), so the policy keeps clear of the
+    limits the gate checks instead of grazing them: a policy that only just respects a bound in
+    training crosses it under another seed, or on another machine's float arithmetic."""
     scenario_share: float = 0.5
     """With ``constraint_suite``: share of the parallel envs that run the suite's scenarios (their env
     overrides, adversarial initial states and observation noise; each env moves on to another
@@ -264,7 +264,10 @@ def _constraint_costs(suite_ref: str, init: PolicyBundle, margin: float = 0.0
     suite.validate_for(init.env_spec, init.policy)
     if not suite.constraints:
         raise ConfigError(f"constraint_suite {suite_ref!r} has no suite-wide constraints to train against")
-    return [c.tightened(margin).cost_fn() for c in suite.constraints], list(suite.scenarios), list(suite.constraints)
+    costs = [c.cost_fn() for c in suite.constraints]
+    if margin:  # the margin adds an earlier cost; crossing the real limit costs again on top of it
+        costs += [c.tightened(margin).cost_fn() for c in suite.constraints]
+    return costs, list(suite.scenarios), list(suite.constraints)
 
 
 def _edge_region(constraint: Any, margin: float) -> list[tuple[int, float, float]]:

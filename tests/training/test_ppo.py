@@ -139,8 +139,14 @@ def test_constraint_margin_costs_before_the_real_limit(bundle, tmp_path):
     with pytest.raises(ConfigError, match="margin must lie in"):
         bound.tightened(1.0)
     run, _ = runner(bundle, constraint_suite="cartpole-safety", constraint_margin=0.25)
-    assert len(run.costs) == 2
+    assert len(run.costs) == 4  # the two constraints at their limits, and again tightened
+    past_limit, in_margin = np.array([2.3, 0.0, 0.0, 0.0]), np.array([1.8, 0.0, 0.0, 0.0])
+    assert sum(cost(past_limit, 1, past_limit, {}) for cost in run.costs) == 2.0
+    assert sum(cost(in_margin, 1, in_margin, {}) for cost in run.costs) == 1.0
     run.close()
+    plain, _ = runner(bundle, constraint_suite="cartpole-safety")
+    assert len(plain.costs) == 2
+    plain.close()
 
 
 def test_a_second_round_runs_only_while_validation_scenarios_fail(bundle, tmp_path):
