@@ -104,9 +104,9 @@ class PPOConfig:
     max_rounds: int = 1
     """With ``select_every``: when the selected iterate still fails a scenario on the validation
     seeds (with ``constraint_margin``: at the tightened limits), train another round of
-    ``total_steps`` from it (learning rate schedule restarted), up to
-    this many rounds in all: the budget is ``max_rounds * total_steps`` steps. The gate's own seeds
-    are never looked at, so the gate stays an independent test."""
+    ``total_steps`` from it (learning rate schedule restarted), up to this many rounds in all: the
+    budget is ``max_rounds * total_steps`` steps. The gate's own seeds are never looked at, so the
+    gate stays an independent test."""
     value_hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
     """Hidden layers of the critic (trained from scratch)."""
     seed: int = 0
@@ -253,9 +253,9 @@ class _Selector:
 
 def _constraint_costs(suite_ref: str, init: PolicyBundle, margin: float = 0.0
                       ) -> tuple[list[Any], list[Any], list[Any]]:
-    """Per-step cost functions of the suite's suite-wide constraints (tightened by ``margin``), its
-    scenarios, and the constraints themselves (validated against the bundle: unknown env parameters,
-    indices or actions fail before training starts)."""
+    """Per-step cost functions of the suite's suite-wide constraints (at their limits and, with a
+    ``margin``, again tightened by it), its scenarios, and the constraints themselves (validated
+    against the bundle: unknown env parameters, indices or actions fail before training starts)."""
     if not suite_ref:
         return [], [], []
     from rlops_plugin.evaluation.scenarios import ScenarioSuite
