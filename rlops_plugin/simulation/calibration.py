@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from rlops_plugin.bundle.env_spec import EnvSpec, apply_env_params
+from rlops_plugin.bundle.env_spec import EnvSpec, apply_env_params, numeric_params
 from rlops_plugin.errors import ConfigError, RLOpsError
 from rlops_plugin.flavor.registry import calibration_label
 
@@ -162,10 +162,11 @@ class _Simulator:
         if not hasattr(self.base, "state"):
             raise CalibrationError(f"{type(self.base).__name__} exposes no 'state'; calibration steps the simulator "
                                    "from logged observations and needs the state to equal the observation")
-        try:
-            apply_env_params(self.env, {k: getattr(self.base, k, None) for k in ranges}, self.derived)
-        except ConfigError as exc:
-            raise CalibrationError(f"calibration parameters: {exc}") from None
+        known = numeric_params(self.base)
+        unknown = sorted(set(ranges) - set(known))
+        if unknown:
+            raise CalibrationError(f"calibration parameters {unknown} are unknown for {type(self.base).__name__}; "
+                                   f"known numeric parameters: {sorted(known)}")
         self.names = list(ranges)
         self.ranges = ranges
         self.prior = {k: float(getattr(self.base, k)) for k in self.names}
