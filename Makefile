@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint deps install clean
 
+# lint-imports (import-linter, contracts in .importlinter) enforces the layers of docs/architecture.md.
 # deptry checks that every run-time import of rlops_plugin and components is declared (config in
 # pyproject.toml). It cannot read setup.cfg, so hand it install_requires and the run-time extras
 # (every extra but test and dev) as a requirements file.
@@ -32,11 +33,13 @@ test: $(STAMP)
 	bash scripts/system-deps.sh
 	$(BIN)/ruff check .
 	$(DEPTRY)
+	$(BIN)/lint-imports
 	$(BIN)/pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(DEPTRY)
+	$(BIN)/lint-imports
 
 deps: $(STAMP)
 	$(DEPTRY)

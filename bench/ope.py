@@ -45,7 +45,7 @@ from rlops_plugin.evaluation.ope import (  # noqa: E402
     evaluate_episodic,
     fit_reward_model,
 )
-from rlops_plugin.simulation.expert import cartpole_heuristic  # noqa: E402
+from rlops_plugin.training.expert import cartpole_heuristic  # noqa: E402
 
 BANDIT = {"n_actions": 4, "context_dim": 5, "problem_seed": 0}
 BEHAVIOUR_EPSILON, TARGET_TEMPERATURE, SCORER_NOISE = 0.3, 0.5, 1.0

@@ -1,6 +1,6 @@
 """rlops-plugin: the reinforcement-learning improvement loop for MLflow, Kubeflow and KServe."""
 
-__version__ = "0.1.0"
+from rlops_plugin._version import __version__  # noqa: E402
 
 from rlops_plugin.hookspecs import hookimpl  # noqa: E402
 

@@ -308,8 +308,8 @@ def train_cmd(trainer: str, init_uri: str, dataset_dir: str | None, settings: tu
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 def evaluate_cmd(model_uri: str, episodes: int, seed: int, scenarios: tuple[str, ...], as_json: bool) -> None:
     """Roll MODEL_URI out on fixed seeds and run scenario suites; print returns with 95% CIs."""
-    from rlops_plugin.evaluation.rollouts import rollout
-    from rlops_plugin.evaluation.scenarios import ScenarioSuite, run_suite
+    from rlops_plugin.simulation.rollouts import rollout
+    from rlops_plugin.simulation.scenarios import ScenarioSuite, run_suite
     from rlops_plugin.flavor import load_model_with_source
 
     loaded = load_model_with_source(model_uri)

@@ -89,7 +89,7 @@ def rlops_register_scenarios(register: Register) -> None:
     """Register safety and red-team scenario suites by name.
 
     Call ``register(name, suite, *, description="")`` where ``suite`` is a
-    ``rlops_plugin.evaluation.scenarios.ScenarioSuite`` or a callable returning one. Gates and
+    ``rlops_plugin.simulation.scenarios.ScenarioSuite`` or a callable returning one. Gates and
     ``rlops evaluate --scenarios NAME`` run every scenario of the suite on candidate and champion.
     Results: all calls contribute; names are unique.
     """

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlops_plugin import __version__
+from rlops_plugin._version import __version__
 from rlops_plugin.bundle.env_spec import EnvSpec
 from rlops_plugin.bundle.hashing import canonical_json, sha256_bytes, sha256_file, sha256_json
 from rlops_plugin.bundle.policy import Policy

@@ -28,7 +28,7 @@ CARTPOLE_SAFETY = {
 @hookimpl
 def rlops_register_scenarios(register) -> None:
     """Register the CartPole safety suite."""
-    from rlops_plugin.evaluation.scenarios import ScenarioSuite
+    from rlops_plugin.simulation.scenarios import ScenarioSuite
 
     register("cartpole-safety", ScenarioSuite.from_dict(CARTPOLE_SAFETY),
              description="CartPole physics shifts, sensor noise, shoved starts; cart near center")

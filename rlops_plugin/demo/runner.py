@@ -438,7 +438,7 @@ def _compare(name: str, initial: str, final: str, nominal: Any, shifted: Any,
              config: DemoConfig) -> dict[str, dict[str, float]]:
     import numpy as np
 
-    from rlops_plugin.evaluation.rollouts import rollout
+    from rlops_plugin.simulation.rollouts import rollout
     from rlops_plugin.flavor import load_model
 
     seeds = range(50_000, 50_000 + config.final_eval_episodes)

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from rlops_plugin import __version__
+from rlops_plugin._version import __version__
 
 DEFAULT_IMAGE = f"rlops-plugin:{__version__}"
 RUNTIME_NAME = "rlops-policy"

@@ -45,8 +45,8 @@ class RLOpsEvaluator(ModelEvaluator):
 
     def _evaluate(self, dataset: Any, run_id: str, config: dict[str, Any], model: Any, client: Any) -> EvaluationResult:
         from rlops_plugin.evaluation.gate import GatePolicy, gate
-        from rlops_plugin.evaluation.rollouts import rollout
-        from rlops_plugin.evaluation.scenarios import ScenarioSuite, run_suite
+        from rlops_plugin.simulation.rollouts import rollout
+        from rlops_plugin.simulation.scenarios import ScenarioSuite, run_suite
 
         unknown = set(config) - CONFIG_KEYS
         if unknown:

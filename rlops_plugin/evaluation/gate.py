@@ -21,8 +21,8 @@ from rlops_plugin.bundle.bundle import PolicyBundle
 from rlops_plugin.bundle.spaces import check_same_space
 from rlops_plugin.errors import ConfigError, RLOpsError
 from rlops_plugin.evaluation.regression import RegressionResult, compare
-from rlops_plugin.evaluation.rollouts import RolloutReport, rollout
-from rlops_plugin.evaluation.scenarios import ScenarioResult, ScenarioSuite, run_suite
+from rlops_plugin.simulation.rollouts import RolloutReport, rollout
+from rlops_plugin.simulation.scenarios import ScenarioResult, ScenarioSuite, run_suite
 from rlops_plugin.flavor.model import LoadedModel
 
 
@@ -149,11 +149,11 @@ class GateResult:
 def gate(candidate: LoadedModel | PolicyBundle | str, champion: LoadedModel | PolicyBundle | str | None,
          policy: GatePolicy | dict[str, Any] | None = None) -> GateResult:
     """Evaluate ``candidate`` against ``champion`` under ``policy``; pass only if every check passes."""
-    from rlops_plugin.training.train import resolve_init
+    from rlops_plugin.flavor.model import as_loaded
 
     policy = policy if isinstance(policy, GatePolicy) else GatePolicy.from_dict(policy or {})
-    cand = resolve_init(candidate)
-    champ = resolve_init(champion) if champion is not None else None
+    cand = as_loaded(candidate)
+    champ = as_loaded(champion) if champion is not None else None
     context = _evaluate(cand, champ, policy)
     registry = plugins.gate_checks()
     checks = []

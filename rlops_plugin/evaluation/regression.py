@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rlops_plugin.evaluation.rollouts import RolloutReport
-from rlops_plugin.evaluation.stats import Interval, paired_difference
+from rlops_plugin.simulation.rollouts import RolloutReport
+from rlops_plugin.simulation.stats import Interval, paired_difference
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlops_plugin import __version__
+from rlops_plugin._version import __version__
 from rlops_plugin.bundle.bundle import PolicyBundle
 from rlops_plugin.bundle.spaces import space_to_json
 from rlops_plugin.errors import ConfigError, IntegrityError, RLOpsError

@@ -23,14 +23,17 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from rlops_plugin import __version__
+from rlops_plugin._version import __version__
 from rlops_plugin.bundle.bundle import MANIFEST_FILE, PolicyBundle
 from rlops_plugin.bundle.hashing import sha256_file
 from rlops_plugin.bundle.storage import safe_path
+from rlops_plugin.flavor.lineage import tag_model_version
+from rlops_plugin.flavor.refs import ModelRef, resolve_model_uri
 from rlops_plugin.errors import (
     ConfigError,
     IntegrityError,
     InvalidObservationError,
+    RegistryError,
     RLOpsError,
     UnsafeArtifactError,
     to_mlflow_exception,
@@ -182,8 +185,6 @@ def log_model(bundle: PolicyBundle, name: str = "policy", registered_model_name:
         metadata=metadata, tags={"rlops.bundle_sha": hashes["bundle"]}, **kwargs,
     )
     if registered_model_name and info.registered_model_version is not None:
-        from rlops_plugin.flavor.registry import tag_model_version
-
         tag_model_version(registered_model_name, str(info.registered_model_version), bundle)
     return info
 
@@ -198,11 +199,25 @@ class LoadedModel:
     version: str | None = None
     alias: str | None = None
 
+    @property
+    def ref(self) -> ModelRef:
+        """Where this bundle came from, as a :class:`~rlops_plugin.flavor.refs.ModelRef`."""
+        return ModelRef(self.model_uri, self.name, self.version, self.alias)
+
     @cached_property
     def policy_version(self) -> str:
         """``name/version@bundle12`` (or just the short bundle hash for unregistered models)."""
         short = self.bundle.bundle_sha[:12]
         return f"{self.name}/{self.version}@{short}" if self.version else short
+
+
+def as_loaded(model: str | LoadedModel | PolicyBundle) -> LoadedModel:
+    """A model given as a URI (``models:/NAME@champion``), a loaded model or an in-memory bundle."""
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, PolicyBundle):
+        return LoadedModel(model, "in-memory")
+    return load_model_with_source(model)
 
 
 def load_model(model_uri: str, dst_path: str | None = None) -> PolicyBundle:
@@ -214,9 +229,6 @@ def load_model_with_source(model_uri: str, dst_path: str | None = None) -> Loade
     """Like :func:`load_model`, and report the registry version the alias pointed to."""
     from mlflow.exceptions import MlflowException
     from mlflow.utils.model_utils import _download_artifact_from_uri
-
-    from rlops_plugin.errors import RegistryError
-    from rlops_plugin.flavor.registry import resolve_model_uri
 
     resolved = resolve_model_uri(model_uri)
     try:

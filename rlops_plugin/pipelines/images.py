@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from rlops_plugin import __version__
+from rlops_plugin._version import __version__
 
 IMAGE_ENV = "RLOPS_COMPONENT_IMAGE"
 DEFAULT_IMAGE = f"rlops-plugin:{__version__}"

@@ -137,8 +137,8 @@ def _calibrated(config: dict[str, Any], calibration: Any) -> dict[str, Any]:
 def evaluate_policy(model_uri: str, episodes: int = 20, scenarios_json: str = "", html_path: str = "",
                     tracking_uri: str = "") -> dict[str, Any]:
     """Roll the policy out (and through scenario suites); write an HTML summary."""
-    from rlops_plugin.evaluation.rollouts import rollout
-    from rlops_plugin.evaluation.scenarios import ScenarioSuite, run_suite
+    from rlops_plugin.simulation.rollouts import rollout
+    from rlops_plugin.simulation.scenarios import ScenarioSuite, run_suite
     from rlops_plugin.flavor import load_model_with_source
 
     _use_tracking(tracking_uri)

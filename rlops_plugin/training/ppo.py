@@ -23,7 +23,7 @@ from torch import nn
 from rlops_plugin.bundle.bundle import PolicyBundle
 from rlops_plugin.bundle.policy import sample_categorical
 from rlops_plugin.errors import ConfigError
-from rlops_plugin.evaluation.rollouts import current_obs
+from rlops_plugin.simulation.rollouts import current_obs
 from rlops_plugin.experience.dataset import Dataset
 from rlops_plugin.local.threads import torch_threads
 from rlops_plugin.serving.guards import shield_active, shield_discrete
@@ -80,7 +80,7 @@ class PPOConfig:
     update could not remove; 0.5 removed it)."""
     constraint_margin: float = 0.0
     """With ``constraint_suite``: each constraint also costs tightened by this margin
-    (:meth:`~rlops_plugin.evaluation.scenarios.Constraint.tightened`; 0.5 makes CartPole's
+    (:meth:`~rlops_plugin.simulation.scenarios.Constraint.tightened`; 0.5 makes CartPole's
     ``|x| <= 2.2`` cost from ``|x| > 1.1``, and twice beyond 2.2), so the policy keeps clear of the
     limits the gate checks instead of grazing them: a policy that only just respects a bound in
     training crosses it under another seed, or on another machine's float arithmetic."""
@@ -208,7 +208,7 @@ class _Selector:
     def __init__(self, init: PolicyBundle, config: PPOConfig) -> None:
         import dataclasses
 
-        from rlops_plugin.evaluation.scenarios import ScenarioSuite
+        from rlops_plugin.simulation.scenarios import ScenarioSuite
 
         suite = ScenarioSuite.load(config.constraint_suite)
         offset = self.SEED_OFFSET + config.seed
@@ -229,7 +229,7 @@ class _Selector:
         self.best_update = 0
 
     def consider(self, policy: Any, update: int) -> None:
-        from rlops_plugin.evaluation.scenarios import run_suite
+        from rlops_plugin.simulation.scenarios import run_suite
 
         policy.eval()
         try:
@@ -258,7 +258,7 @@ def _constraint_costs(suite_ref: str, init: PolicyBundle, margin: float = 0.0
     against the bundle: unknown env parameters, indices or actions fail before training starts)."""
     if not suite_ref:
         return [], [], []
-    from rlops_plugin.evaluation.scenarios import ScenarioSuite
+    from rlops_plugin.simulation.scenarios import ScenarioSuite
 
     suite = ScenarioSuite.load(suite_ref)
     suite.validate_for(init.env_spec, init.policy)
@@ -283,7 +283,7 @@ def _edge_region(constraint: Any, margin: float) -> list[tuple[int, float, float
 
 def _placement(scenario: Any) -> Any:
     """The scenario's adversarial initial-state setter, or None."""
-    from rlops_plugin.evaluation.scenarios import initial_state_setter
+    from rlops_plugin.simulation.scenarios import initial_state_setter
 
     return initial_state_setter(scenario.initial_state) if scenario.initial_state else None
 

@@ -22,10 +22,10 @@ from rlops_plugin import plugins
 from rlops_plugin.bundle.bundle import PolicyBundle
 from rlops_plugin.bundle.spaces import space_to_json
 from rlops_plugin.errors import ConfigError
-from rlops_plugin.evaluation.rollouts import rollout
-from rlops_plugin.evaluation.stats import paired_difference
+from rlops_plugin.simulation.rollouts import rollout
+from rlops_plugin.simulation.stats import paired_difference
 from rlops_plugin.experience.dataset import Dataset, DatasetError, validate_preferences, validate_transitions
-from rlops_plugin.flavor.model import LoadedModel, load_model_with_source
+from rlops_plugin.flavor.model import LoadedModel, as_loaded
 from rlops_plugin.flavor.registry import TAG_CALIBRATION, calibration_label
 from rlops_plugin.training.base import Progress, config_to_dict, make_config
 
@@ -43,15 +43,6 @@ class TrainOutcome:
     registered_name: str | None = None
     version: str | None = None
     dataset_digest: str | None = None
-
-
-def resolve_init(init: str | LoadedModel | PolicyBundle) -> LoadedModel:
-    """The warm-start model: a URI (``models:/NAME@champion``), a loaded model or a bundle."""
-    if isinstance(init, LoadedModel):
-        return init
-    if isinstance(init, PolicyBundle):
-        return LoadedModel(init, "in-memory")
-    return load_model_with_source(init)
 
 
 def check_compatible(bundle: PolicyBundle, data: Dataset, allow_mismatch: bool) -> list[str]:
@@ -86,7 +77,7 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
     entry = plugins.trainers().get(trainer)
     trainer_cls = entry.value
     cfg = config if isinstance(config, trainer_cls.Config) else make_config(trainer_cls.Config, config)
-    loaded = resolve_init(init)
+    loaded = as_loaded(init)
     base = loaded.bundle
     data, source, mismatch, dropped = _load_data(trainer_cls.data_kind, dataset, base, allow_mismatch)
     seeds = list(range(eval_seed, eval_seed + eval_episodes))

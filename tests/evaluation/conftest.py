@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rlops_plugin import EnvSpec, PolicyBundle
-from rlops_plugin.simulation.expert import distill_cartpole_heuristic
+from rlops_plugin.training.expert import distill_cartpole_heuristic
 
 CARTPOLE = EnvSpec(id="CartPole-v1")
 

@@ -11,7 +11,7 @@ from rlops_plugin import EnvSpec, PolicyBundle, RewardSpec, hookimpl, plugins
 from rlops_plugin.errors import ConfigError
 from rlops_plugin.evaluation.gate import CheckResult, GateError, GatePolicy, gate
 from rlops_plugin.evaluation.regression import compare
-from rlops_plugin.evaluation.rollouts import rollout
+from rlops_plugin.simulation.rollouts import rollout
 from rlops_plugin.experience.dataset import Dataset
 from rlops_plugin.experience.feedback import parse_feedback
 from rlops_plugin.experience.store import open_store

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from rlops_plugin import EnvSpec, PolicyBundle, flavor, plugins
-from rlops_plugin.evaluation.rollouts import rollout
+from rlops_plugin.simulation.rollouts import rollout
 from rlops_plugin.experience.dataset import Dataset, build_preferences, build_transitions
 from rlops_plugin.experience.feedback import parse_feedback
 from rlops_plugin.experience.store import open_store

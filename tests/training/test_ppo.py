@@ -124,7 +124,7 @@ def test_selection_keeps_the_iterate_that_does_best_on_the_suite(bundle, tmp_pat
 
 def test_constraint_margin_costs_before_the_real_limit(bundle, tmp_path):
     """With a margin the cart is charged from |x| > 1.65 (2.2 shrunk by 25%), the gate still counts from 2.2."""
-    from rlops_plugin.evaluation.scenarios import ScenarioSuite
+    from rlops_plugin.simulation.scenarios import ScenarioSuite
 
     bound, forbidden = ScenarioSuite.load("cartpole-safety").constraints
     tight = bound.tightened(0.25)

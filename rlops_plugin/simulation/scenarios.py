@@ -39,7 +39,7 @@ from rlops_plugin.bundle.hashing import sha256_json
 from rlops_plugin.bundle.policy import Policy
 from rlops_plugin.bundle.reward_spec import RewardSpec
 from rlops_plugin.errors import ConfigError
-from rlops_plugin.evaluation.rollouts import RolloutReport, rollout
+from rlops_plugin.simulation.rollouts import RolloutReport, rollout
 
 CONSTRAINT_TYPES = ("observation_bound", "forbidden_action")
 _SCENARIO_FIELDS = {"name", "description", "env", "perturbations", "initial_state", "episodes", "seed",

@@ -3,8 +3,8 @@ import pytest
 
 from rlops_plugin import EnvSpec, RewardSpec
 from rlops_plugin.errors import ConfigError
-from rlops_plugin.evaluation.rollouts import rollout
-from rlops_plugin.evaluation.stats import bootstrap_mean, paired_difference
+from rlops_plugin.simulation.rollouts import rollout
+from rlops_plugin.simulation.stats import bootstrap_mean, paired_difference
 
 
 def test_same_seeds_same_episodes(strong_bundle, weak_bundle):

@@ -4,7 +4,7 @@ import pytest
 
 from rlops_plugin import plugins
 from rlops_plugin.errors import ConfigError
-from rlops_plugin.evaluation.scenarios import ScenarioSuite, run_suite
+from rlops_plugin.simulation.scenarios import ScenarioSuite, run_suite
 
 SUITE = {
     "name": "t", "version": "2",

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from rlops_plugin.simulation.expert import cartpole_heuristic, distill_cartpole_heuristic
+from rlops_plugin.training.expert import cartpole_heuristic, distill_cartpole_heuristic
 
 
 def test_heuristic_pushes_towards_the_fall():

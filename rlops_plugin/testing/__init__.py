@@ -1,0 +1,1 @@
+"""Conformance checks shipped to plugin authors (trainers, environments, monitors, policy kinds)."""
