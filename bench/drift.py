@@ -46,10 +46,10 @@ from _common import emit, machine  # noqa: E402
 from rlops_plugin import EnvSpec, PolicyBundle, flavor  # noqa: E402
 from rlops_plugin.experience.store import open_store  # noqa: E402
 from rlops_plugin.monitoring.config import MonitorConfig  # noqa: E402
-from rlops_plugin.monitoring.drift import DriftMonitor  # noqa: E402
+from rlops_plugin.monitoring.drift import NUMERICAL, DriftMonitor, check_stattest  # noqa: E402
 from rlops_plugin.monitoring.frames import add_episode_returns, attach_feedback, load_decisions  # noqa: E402
 from rlops_plugin.monitoring.reference import rollout_reference  # noqa: E402
-from rlops_plugin.monitoring.stattests import check_stattest  # noqa: E402
+from rlops_plugin.monitoring.results import Status  # noqa: E402
 from rlops_plugin.monitoring.triggers import TriggerEngine, parse_rules  # noqa: E402
 from rlops_plugin.serving.process import PolicyServerProcess  # noqa: E402
 from rlops_plugin.simulation.traffic import DecisionClient, simulate  # noqa: E402
@@ -108,10 +108,10 @@ def scenario(name: str, client: DecisionClient, server: PolicyServerProcess, sto
     summaries, _ = evaluate(monitor, frame, watched)
     shift_at = pre.decisions
     window = args.window
-    alarms = [s for s in summaries if s.status == "drift"]
+    alarms = [s for s in summaries if s.status == Status.DRIFT]
     pre_alarms = [s.index for s in alarms if (s.index + 1) * window <= shift_at]
     post = [s for s in summaries if (s.index + 1) * window > shift_at]
-    first_any = next((s for s in post if s.status == "drift"), None)
+    first_any = next((s for s in post if s.status == Status.DRIFT), None)
     first_intended = next((s for s in post if set(s.drifted_signals()) & set(INTENDED[name])), None)
     events = [e for e in triggers(summaries, list(monitor.monitors)) if (e.window + 1) * window > shift_at]
     delay = None if first_intended is None else (first_intended.index + 1) * window - shift_at
@@ -124,7 +124,7 @@ def scenario(name: str, client: DecisionClient, server: PolicyServerProcess, sto
         "first_window_signals": first_intended.drifted_signals() if first_intended else [],
         "first_any_window_signals": first_any.drifted_signals() if first_any else [],
         "first_window_columns": first_intended.drifted_columns() if first_intended else [],
-        "shifted_windows_flagged": f"{sum(s.status == 'drift' for s in post)}/{len(post)}",
+        "shifted_windows_flagged": f"{sum(s.status == Status.DRIFT for s in post)}/{len(post)}",
         "pre_shift_false_alarm_windows": pre_alarms,
         "trigger_delay_decisions": None if not events else (events[0].window + 1) * window - shift_at,
         "trigger_rule": events[0].rule if events else None,
@@ -177,9 +177,9 @@ def uncalibrated_baselines(reference: Any, frame: Any, version: str, window: int
         config = dataclasses.replace(config, signals={k: dataclasses.replace(v, calibrate=False)
                                                       for k, v in config.signals.items()})
         summaries = DriftMonitor(reference, config).run(frame, policy_version=version)
-        alarms = [s for s in summaries if s.status == "drift"]
+        alarms = [s for s in summaries if s.status == Status.DRIFT]
         out[label] = {"rate": round(len(alarms) / len(summaries), 4),
-                      "by_signal": {n: sum(s.signals[n].status == "drift" for s in summaries)
+                      "by_signal": {n: sum(s.signals[n].status == Status.DRIFT for s in summaries)
                                     for n in config.monitors}}
     return out
 
@@ -242,7 +242,7 @@ def run_case(label: str, champion: PolicyBundle, swap: PolicyBundle, windows: in
         store.close()
     finally:
         server.stop()
-    alarms = [s for s in summaries if s.status == "drift"]
+    alarms = [s for s in summaries if s.status == Status.DRIFT]
     rate = len(alarms) / len(summaries)
     decisions = sum(s.n_decisions for s in summaries)
     cost = eval_cpu * 100_000 / decisions
@@ -258,8 +258,8 @@ def run_case(label: str, champion: PolicyBundle, swap: PolicyBundle, windows: in
         },
         "false_alarms": {
             "windows": len(summaries), "alarm_windows": [s.index for s in alarms], "rate": round(rate, 4),
-            "by_signal": {n: sum(s.signals[n].status == "drift" for s in summaries) for n in monitor.monitors},
-            "insufficient_by_signal": {n: sum(s.signals[n].status == "insufficient" for s in summaries)
+            "by_signal": {n: sum(s.signals[n].status == Status.DRIFT for s in summaries) for n in monitor.monitors},
+            "insufficient_by_signal": {n: sum(s.signals[n].status == Status.INSUFFICIENT for s in summaries)
                                        for n in monitor.monitors},
             "default_rule_triggers": [{"rule": e.rule, "window": e.window}
                                       for e in triggers(summaries, list(monitor.monitors))],
@@ -301,7 +301,7 @@ def main() -> None:
     wall = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="rlops-bench-drift-"))
     start = time.process_time()
-    check_stattest("jensenshannon", "num")  # imports Evidently (seconds, once per process)
+    check_stattest("jensenshannon", NUMERICAL)  # imports Evidently (seconds, once per process)
     import_cpu = time.process_time() - start
     try:
         cases = {"init_champion": run_case("init", PolicyBundle.create(ENV, "env", seed=0),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rlops_plugin.hookspecs import hookimpl
+from rlops_plugin.hookspecs import Register, hookimpl
 
 DESCRIPTIONS = {
     "observations": "each observation feature obs_i (Evidently stat test per column)",
@@ -14,9 +14,9 @@ DESCRIPTIONS = {
 
 
 @hookimpl
-def rlops_register_monitors(register) -> None:
-    """Register the built-in column drift monitors (one per signal)."""
-    from rlops_plugin.monitoring.monitors import builtin_factory
+def rlops_register_monitors(register: Register) -> None:
+    """Register the built-in column drift monitors (one per signal); they accept no ``settings``."""
+    from rlops_plugin.monitoring.drift import BUILTIN_MONITOR_SETTINGS, builtin_factory
 
     for signal, description in DESCRIPTIONS.items():
-        register(signal, builtin_factory(signal), description=description)
+        register(signal, builtin_factory(signal), description=description, settings=BUILTIN_MONITOR_SETTINGS)

@@ -1,5 +1,11 @@
 """Drift monitoring of deployed policies (observations, actions, rewards) with Evidently, and triggers.
 
+Modules: ``config`` (errors, ``MonitorConfig``, ``SignalConfig``), ``frames`` (decisions and
+feedback as frames), ``drift`` (stat tests, calibration, column monitors, ``DriftMonitor``),
+``results`` (statuses, column/signal/window results), ``reference``, ``triggers`` (rules, events,
+actions), ``runner`` (``run_monitor``, ``MonitorOptions``, the session, MLflow tracking),
+``report`` (HTML report, console) and ``cli``.
+
 Light to import: names are loaded on first access, and Evidently, MLflow and torch only when a
 monitor, report or run needs them (``rlops monitor --help`` stays fast). See docs/monitoring.md.
 """
@@ -10,17 +16,19 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "config": ("DEFAULT_MONITORS", "MonitorConfig", "SignalConfig"),
-    "drift": ("DriftMonitor",),
-    "errors": ("MonitorConfigError", "MonitorError", "TriggerError"),
+    "config": ("DEFAULT_MONITORS", "DEFAULT_RULES", "MonitorConfig", "MonitorConfigError", "MonitorError",
+               "ReportMode", "SignalConfig", "TriggerError"),
+    "drift": ("ColumnDriftMonitor", "DriftMonitor", "builtin_factory", "check_stattest", "run_stattest"),
     "frames": ("add_episode_returns", "attach_feedback", "load_decisions"),
     "reference": ("production_reference", "read_reference", "rollout_reference", "write_reference"),
-    "results": ("DRIFT", "ERROR", "INSUFFICIENT", "OK", "ColumnResult", "MonitorResult"),
-    "runner": ("MonitorOutcome", "run_monitor"),
-    "session": ("MonitorSession", "resolve_policy"),
-    "summary": ("WindowSummary",),
-    "triggers": ("DriftStreakRule", "RewardBelowRule", "ScheduleRule", "TriggerEngine", "TriggerEvent", "deliver",
-                 "parse_rules"),
+    "report": ("ConsolePrinter", "build_report"),
+    "results": ("DRIFT", "ERROR", "INSUFFICIENT", "OK", "ColumnKind", "ColumnResult", "MonitorResult", "Status",
+                "WindowSummary"),
+    "runner": ("MonitorOptions", "MonitorOutcome", "MonitorSession", "MonitoringRun", "ReferenceKind",
+               "ResolvedPolicy", "RunStatus", "resolve_policy", "run_monitor"),
+    "triggers": ("ActionSpec", "DriftStreakRule", "RewardBelowRule", "RewardColumn", "RuleKind", "ScheduleRule",
+                 "TriggerEngine", "TriggerEvent", "deliver", "parse_rules", "register_trigger_action",
+                 "resolve_action", "trigger_actions"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -1,7 +1,8 @@
 """``rlops monitor``: drift monitoring of a deployed policy's decision log, with retraining triggers.
 
 Attach to the main group with ``main.add_command(monitor)``. Heavy imports (mlflow, evidently,
-torch) happen inside the command so ``rlops --help`` stays fast; the work is
+torch) happen inside the command so ``rlops --help`` stays fast; the command turns its options into
+a :class:`~rlops_plugin.monitoring.runner.MonitorOptions` and calls
 :func:`rlops_plugin.monitoring.runner.run_monitor`.
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 import click
 
 from rlops_plugin.errors import RLOpsError
-from rlops_plugin.monitoring.config import DEFAULT_MONITORS, DEFAULT_RULES
+from rlops_plugin.monitoring.config import DEFAULT_MONITORS, DEFAULT_RULES, MonitorConfigError, ReportMode
 
 REFERENCE_HELP = ("rollouts[:N] (the policy's rollouts in its EnvSpec simulator, default 50000 decisions), "
                   "production[:N] or production:OFFSET:N (a window of the policy's own traffic, default 20 "
@@ -46,7 +47,8 @@ REFERENCE_HELP = ("rollouts[:N] (the policy's rollouts in its EnvSpec simulator,
                    "(repeatable).")
 @click.option("--max-triggers", type=int, default=None,
               help="Deliver at most this many trigger events in this session (1: one retraining per session).")
-@click.option("--reports", type=click.Choice(["drift", "always", "never"]), default="drift", show_default=True,
+@click.option("--reports", type=click.Choice([mode.value for mode in ReportMode]), default=ReportMode.DRIFT.value,
+              show_default=True,
               help="When to build the Evidently HTML report of a window.")
 @click.option("--report-dir", default=None, help="Keep HTML reports in this folder too.")
 @click.option("--experiment", default="rlops-monitoring", show_default=True, help="MLflow experiment.")
@@ -82,9 +84,8 @@ def _run(model_ref: str, store: str, reference: str, window: int, once: bool, ev
     import dataclasses
 
     from rlops_plugin.monitoring.config import MonitorConfig
-    from rlops_plugin.monitoring.console import ConsolePrinter
-    from rlops_plugin.monitoring.errors import MonitorConfigError
-    from rlops_plugin.monitoring.runner import run_monitor
+    from rlops_plugin.monitoring.report import ConsolePrinter
+    from rlops_plugin.monitoring.runner import MonitorOptions, run_monitor
     from rlops_plugin.monitoring.triggers import TriggerEngine, parse_duration, parse_rules
 
     if once and every:
@@ -106,17 +107,16 @@ def _run(model_ref: str, store: str, reference: str, window: int, once: bool, ev
         else:
             printer.window(summary)
 
-    outcome = run_monitor(model_ref, store, reference=reference, config=config, triggers=triggers, actions=actions,
-                          all_versions=all_versions, served_name=served_name, reports=reports,
-                          report_dir=report_dir, experiment=experiment, use_mlflow=use_mlflow, every_s=interval,
-                          max_ticks=max_ticks, on_window=show, echo=None if as_json else printer.line,
-                          max_triggers=max_triggers)
+    options = MonitorOptions(reference=reference, config=config, triggers=triggers, actions=actions,
+                             all_versions=all_versions, served_name=served_name, reports=reports,
+                             report_dir=report_dir, experiment=experiment, use_mlflow=use_mlflow, every_s=interval,
+                             max_ticks=max_ticks, max_triggers=max_triggers, on_window=show,
+                             echo=None if as_json else printer.line)
+    outcome = run_monitor(model_ref, store, options)
     return len(outcome.events)
 
 
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
-    from rlops_plugin.monitoring.errors import MonitorConfigError
-
     out = {}
     for value in values:
         key, sep, item = value.partition("=")
@@ -127,8 +127,6 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 
 
 def _float(text: str, what: str) -> float:
-    from rlops_plugin.monitoring.errors import MonitorConfigError
-
     try:
         return float(text)
     except ValueError:

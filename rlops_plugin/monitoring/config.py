@@ -1,4 +1,4 @@
-"""Configuration of drift monitoring: one :class:`SignalConfig` per signal, one :class:`MonitorConfig`.
+"""Configuration of drift monitoring: errors, one :class:`SignalConfig` per signal, one :class:`MonitorConfig`.
 
 Why these defaults (windows of 1,000 decisions):
 
@@ -12,7 +12,7 @@ Why these defaults (windows of 1,000 decisions):
   "moderate" change; 0.05 for two-action frequencies, a shift of about 7 points from 50/50). On top
   of it each column's threshold is raised to the tail of the same statistic computed on windows cut
   from the reference itself, so the autocorrelation of episodes is priced in: see
-  :mod:`rlops_plugin.monitoring.calibration`.
+  :func:`rlops_plugin.monitoring.drift.calibrate`.
 * **Rewards** use Evidently's normed Wasserstein distance (the shift of the reward distribution in
   units of the reference's standard deviation; 0.1, Evidently's default, is a tenth of a standard
   deviation). A constant reward (CartPole's +1) that changes at all is flagged (Evidently floors the
@@ -25,11 +25,36 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from rlops_plugin.monitoring.errors import MonitorConfigError
+from rlops_plugin.errors import ConfigError, RLOpsError
+
+
+class MonitorError(RLOpsError):
+    """Monitoring cannot run as asked: no decisions for the policy, an unusable reference, ..."""
+
+
+class MonitorConfigError(MonitorError, ConfigError):
+    """A monitor, signal, stat test, trigger rule or action is misconfigured; the message names it."""
+
+
+class TriggerError(MonitorError):
+    """An ``rlops_on_trigger`` hook implementation or a trigger action failed."""
+
+
+class ReportMode(StrEnum):
+    """When a window gets its Evidently HTML report (``rlops monitor --reports``)."""
+
+    DRIFT = "drift"
+    """Only windows that drifted (the default)."""
+    ALWAYS = "always"
+    """Every window with at least one tested column."""
+    NEVER = "never"
+    """No report."""
+
 
 OBSERVATIONS, ACTIONS, PROPENSITIES, REWARDS, RETURNS = (
     "observations", "actions", "propensities", "rewards", "returns")
@@ -58,6 +83,9 @@ class SignalConfig:
     drift_share: float = 0.0
     """The signal drifts when at least this share of its tested columns drift (and at least one):
     0 means any column, 0.5 is Evidently's DataDriftPreset default."""
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    """The monitor's own settings, for monitors supplied by plugins (passed to the monitor factory
+    under ``"settings"``); the built-in monitors take none, and refuse any key naming it."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.stattest, str) or not self.stattest:
@@ -68,10 +96,14 @@ class SignalConfig:
             raise MonitorConfigError(f"min_samples must be an int >= 2, got {self.min_samples!r}")
         if not 0.0 <= self.drift_share <= 1.0:
             raise MonitorConfigError(f"drift_share must lie in [0, 1], got {self.drift_share!r}")
+        object.__setattr__(self, "settings", check_settings_keys("signal config settings", self.settings))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (what monitor factories receive)."""
-        return dataclasses.asdict(self)
+        """Plain dict (what monitor factories receive); ``settings`` only when there are some."""
+        data = dataclasses.asdict(self)
+        if not data["settings"]:
+            del data["settings"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SignalConfig:
@@ -164,3 +196,26 @@ class MonitorConfig:
         data["signals"] = {k: v.to_dict() for k, v in self.signals.items()}
         data["monitors"] = list(self.monitors)
         return data
+
+
+def check_settings_keys(what: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``settings`` as a plain dict, refusing anything but a mapping with string keys."""
+    if settings is None:
+        return {}
+    if not isinstance(settings, Mapping):
+        raise MonitorConfigError(f"{what}: write a mapping of setting names to values, got {settings!r}")
+    bad = [key for key in settings if not isinstance(key, str) or not key.isidentifier()]
+    if bad:
+        raise MonitorConfigError(f"{what}: setting names must be identifiers, got {bad!r}")
+    return dict(settings)
+
+
+def check_settings(what: str, settings: Mapping[str, Any], accepted: Collection[str] | None) -> None:
+    """Refuse the keys of ``settings`` that are not ``accepted``, naming them (``None`` accepts any)."""
+    if accepted is None:
+        return
+    unknown = sorted(set(settings) - set(accepted))
+    if unknown:
+        known = ", ".join(sorted(accepted)) or "none"
+        raise MonitorConfigError(f"{what}: unknown setting{'s' if len(unknown) > 1 else ''} "
+                                 f"{', '.join(map(repr, unknown))}; accepted: {known}")

@@ -21,7 +21,7 @@ import pandas as pd
 
 from rlops_plugin.experience.join import JoinConfig, classify_events
 from rlops_plugin.experience.store import ExperienceStore
-from rlops_plugin.monitoring.errors import MonitorError
+from rlops_plugin.monitoring.config import MonitorError
 
 ID_COLUMNS = ("seq", "ts", "batch_id", "idx", "policy_version", "episode_id", "step")
 

@@ -23,7 +23,7 @@ from rlops_plugin.bundle.bundle import PolicyBundle
 from rlops_plugin.bundle.env_spec import EnvSpec
 from rlops_plugin.experience.join import JoinConfig
 from rlops_plugin.experience.store import ExperienceStore
-from rlops_plugin.monitoring.errors import MonitorError
+from rlops_plugin.monitoring.config import MonitorError
 from rlops_plugin.monitoring.frames import (
     EpisodeCarry,
     add_episode_returns,

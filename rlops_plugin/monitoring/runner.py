@@ -1,28 +1,411 @@
-"""One call that runs a monitoring session: what ``rlops monitor`` and the pipeline component call.
+"""A monitoring session and the one call that runs it: what ``rlops monitor`` and the pipeline component call.
 
-``run_monitor("cartpole@champion", ".rlops/experience.db")`` resolves the policy version, builds the
-reference (``rollouts[:N]``, ``production[:N]``, ``production:OFFSET:N`` or a file), calibrates,
-opens the MLflow monitoring run, evaluates every full window (once, or every ``every_s`` seconds),
-fires triggers, and returns a :class:`MonitorOutcome`. Output goes through ``on_window`` and ``echo``
-callbacks, so the CLI prints and a Kubeflow component stays quiet.
+``run_monitor("cartpole@champion", ".rlops/experience.db", MonitorOptions(...))`` resolves the policy
+version, builds the reference (``rollouts[:N]``, ``production[:N]``, ``production:OFFSET:N`` or a
+file), calibrates, opens the MLflow monitoring run, evaluates every full window (once, or every
+``every_s`` seconds), fires triggers, and returns a :class:`MonitorOutcome`. Output goes through the
+``on_window`` and ``echo`` callbacks, so the CLI prints and a Kubeflow component stays quiet.
+
+**The session.** ``MonitorSession.tick()`` reads the batches appended since the last tick, joins the
+feedback known *now* (rewards arriving after their window was evaluated are not seen by it),
+evaluates every full window, logs it to MLflow, checks the trigger rules and hands each window to
+``on_window``. ``rlops monitor --once`` ticks once; ``--every 60s`` ticks forever.
+
+**MLflow.** A session is one run (:class:`MonitoringRun`) linked to the model version: tags naming
+what it watches (``rlops.model_name``, ``rlops.model_version``, ``rlops.model_alias``,
+``rlops.policy_version``), the config and calibrated thresholds as artifacts; each window logs its
+metrics with ``step`` = window index (so the MLflow UI plots them over time),
+``windows/NNNNNN/summary.json`` and, when built, ``windows/NNNNNN/report.html``; each trigger event
+logs ``triggers/NNNNNN-<rule>.json`` and a ``trigger`` audit event. The model version gets the tag
+``rlops.monitoring_run_id`` (the latest monitoring run), so the registry UI links to it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
+import shutil
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+import pandas as pd
 
 from rlops_plugin.errors import RLOpsError
-from rlops_plugin.monitoring.config import DEFAULT_RULES, MonitorConfig
-from rlops_plugin.monitoring.errors import MonitorConfigError
-from rlops_plugin.monitoring.tracking import DEFAULT_EXPERIMENT
+from rlops_plugin.experience.join import JoinConfig
+from rlops_plugin.experience.store import ExperienceStore
+from rlops_plugin.monitoring.config import DEFAULT_RULES, MonitorConfig, MonitorConfigError, MonitorError, ReportMode
+from rlops_plugin.monitoring.drift import DriftMonitor
+from rlops_plugin.monitoring.frames import EpisodeCarry, add_episode_returns, attach_feedback, load_decisions
+from rlops_plugin.monitoring.reference import production_reference, read_reference, rollout_reference
+from rlops_plugin.monitoring.results import DRIFT, TESTED, WindowSummary
+from rlops_plugin.monitoring.triggers import ActionSpec, TriggerEngine, TriggerEvent, action_key, parse_rules
+
+# --- MLflow tracking ------------------------------------------------------------------------------
+
+DEFAULT_EXPERIMENT = "rlops-monitoring"
+"""MLflow experiment of the monitoring runs."""
+TAG_MODEL_NAME, TAG_MODEL_VERSION, TAG_MODEL_ALIAS, TAG_POLICY_VERSION = (
+    "rlops.model_name", "rlops.model_version", "rlops.model_alias", "rlops.policy_version")
+TAG_MONITORING_RUN = "rlops.monitoring_run_id"
+
+
+class RunStatus(StrEnum):
+    """How a monitoring session ended: the MLflow run status it is closed with."""
+
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+    """Stopped with Ctrl-C (``--every`` runs until then)."""
+
+
+class MonitoringRun:
+    """The MLflow run of one ``rlops monitor`` session."""
+
+    def __init__(self, *, policy_version: str, model_name: str | None = None, model_version: str | None = None,
+                 model_alias: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
+                 run_name: str | None = None, extra_tags: dict[str, str] | None = None) -> None:
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient()
+        self.policy_version = policy_version
+        self.model_name, self.model_version, self.model_alias = model_name, model_version, model_alias
+        self.experiment = experiment
+        self.run_name = run_name or (f"monitor-{model_name}-v{model_version}" if model_version
+                                     else f"monitor-{policy_version}")
+        self.extra_tags = dict(extra_tags or {})
+        self.run_id: str | None = None
+
+    def start(self, config: dict[str, Any] | None = None, calibration: dict[str, Any] | None = None,
+              params: dict[str, Any] | None = None) -> str:
+        """Create the run with its tags, params, config and calibration; link the model version to it."""
+        experiment = self.client.get_experiment_by_name(self.experiment)
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.experiment)
+        tags = {"mlflow.runName": self.run_name, "rlops.monitor": "drift", TAG_POLICY_VERSION: self.policy_version,
+                **self.extra_tags}
+        for key, value in ((TAG_MODEL_NAME, self.model_name), (TAG_MODEL_VERSION, self.model_version),
+                           (TAG_MODEL_ALIAS, self.model_alias)):
+            if value:
+                tags[key] = str(value)
+        run = self.client.create_run(experiment_id, run_name=self.run_name, tags=tags)
+        self.run_id = run.info.run_id
+        from mlflow.entities import Param
+
+        if params:
+            self.client.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        if config is not None:
+            self.client.log_dict(self.run_id, config, "monitor_config.json")
+        if calibration is not None:
+            self.client.log_dict(self.run_id, calibration, "calibration.json")
+        if self.model_name and self.model_version:
+            self.client.set_model_version_tag(self.model_name, self.model_version, TAG_MONITORING_RUN, self.run_id)
+        return self.run_id
+
+    def log_window(self, summary: WindowSummary, report_path: str | Path | None = None) -> None:
+        """Metrics (step = window index), the JSON summary, and the HTML report when there is one."""
+        from mlflow.entities import Metric
+
+        run_id = self._require()
+        stamp = int((summary.end_ts or time.time()) * 1000)
+        metrics = [Metric(key, value, stamp, summary.index) for key, value in summary.metrics().items()]
+        for start in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
+        folder = f"windows/{summary.index:06d}"
+        if report_path is not None:
+            self.client.log_artifact(run_id, str(report_path), folder)
+            summary.report_path = f"{folder}/{Path(report_path).name}"
+        self.client.log_dict(run_id, summary.to_dict(), f"{folder}/summary.json")
+
+    def log_trigger(self, event: Any) -> None:
+        """The trigger event as ``triggers/NNNNNN-<rule>.json``."""
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", event.rule)
+        self.client.log_dict(self._require(), event.to_dict(), f"triggers/{event.window:06d}-{name}.json")
+
+    def audit_trigger(self, event: Any) -> None:
+        """A ``trigger`` event in the model's audit trail (before the trigger's actions run), linking this run."""
+        from rlops_plugin.audit.events import AuditEvent, record_event
+
+        if not self.model_name:
+            return
+        evidence = event.to_dict()["evidence"]
+        metrics = {f"evidence/{k}": float(v) for k, v in evidence.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        record_event(AuditEvent("trigger", self.model_name, self.model_version, actor="rlops:monitor",
+                                decision=event.rule, reason=f"{event.rule} fired on window {event.window} of "
+                                                            f"{event.policy_version}",
+                                metrics=metrics, time=event.time,
+                                details={"trigger": event.to_dict(), "monitoring_run_id": self.run_id}))
+
+    def end(self, status: str = RunStatus.FINISHED) -> None:
+        """Close the run with a :class:`RunStatus` (``FINISHED``, ``FAILED`` or ``KILLED``)."""
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, str(status))
+
+    def _require(self) -> str:
+        if self.run_id is None:
+            raise MonitorError("MonitoringRun.start() was not called")
+        return self.run_id
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a password (store URLs go into run tags)."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
+    return urlunparse(parsed._replace(netloc=netloc))
+
+
+# --- The session ----------------------------------------------------------------------------------
+
+REPORT_MODES: tuple[str, ...] = tuple(mode.value for mode in ReportMode)
+"""The values of :class:`ReportMode`, as plain strings."""
+
+
+@dataclass(frozen=True)
+class ResolvedPolicy:
+    """The policy version a monitor watches, and where it came from."""
+
+    policy_version: str
+    """As logged with each decision: ``name/version@bundle12`` (registry) or ``bundle12`` (path)."""
+    model_uri: str
+    model_name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+
+    def load_bundle(self) -> Any:
+        """Download and verify the bundle (needed for rollout references)."""
+        from rlops_plugin.flavor.model import load_local_model, load_model
+
+        if self.version is None and Path(self.model_uri).is_dir():
+            return load_local_model(self.model_uri)
+        return load_model(self.model_uri)
+
+
+def resolve_policy(ref: str) -> ResolvedPolicy:
+    """Resolve ``NAME@ALIAS``, ``NAME/VERSION``, ``models:/...`` or a local model directory.
+
+    Registry references are pinned to one version first; the policy version string is built from the
+    version's ``rlops.bundle_sha`` tag (the model is downloaded only when the tag is missing).
+    """
+    from rlops_plugin.flavor.registry import TAG_BUNDLE_SHA, resolve_model_uri
+
+    if Path(ref).is_dir():
+        from rlops_plugin.flavor.model import load_local_model
+
+        return ResolvedPolicy(load_local_model(ref).bundle_sha[:12], str(Path(ref).resolve()))
+    uri = ref if ref.startswith("models:/") else f"models:/{ref}"
+    body = uri[len("models:/"):]
+    if not body or ("@" not in body and "/" not in body):
+        raise MonitorConfigError(f"--model {ref!r}: write NAME@ALIAS, NAME/VERSION, models:/NAME@ALIAS or a "
+                                 "local model directory")
+    resolved = resolve_model_uri(uri)
+    sha = resolved.tags.get(TAG_BUNDLE_SHA)
+    if not sha:
+        from rlops_plugin.flavor.model import load_model_with_source
+
+        sha = load_model_with_source(resolved.download_uri).bundle.bundle_sha
+    return ResolvedPolicy(f"{resolved.name}/{resolved.version}@{sha[:12]}", resolved.download_uri, resolved.name,
+                          resolved.version, resolved.alias)
+
+
+class MonitorSession:
+    """Incremental monitoring of one policy version's decision log."""
+
+    def __init__(self, store: ExperienceStore, monitor: DriftMonitor, *, policy_version: str | None,
+                 served_model: str | None = None, model_name: str | None = None,
+                 triggers: TriggerEngine | None = None, tracker: MonitoringRun | None = None,
+                 reports: str = ReportMode.DRIFT, report_dir: str | Path | None = None, since_seq: int = 0,
+                 pending: pd.DataFrame | None = None, join: JoinConfig | None = None,
+                 on_window: Callable[[WindowSummary], None] | None = None) -> None:
+        if reports not in REPORT_MODES:
+            raise MonitorConfigError(f"reports must be one of {REPORT_MODES}, got {reports!r}")
+        self.store = store
+        self.monitor = monitor
+        self.policy_version = policy_version
+        self.served_model = served_model
+        self.model_name = model_name
+        self.triggers = triggers
+        self.tracker = tracker
+        self.reports = reports
+        self._own_report_dir = report_dir is None
+        self._report_dir = Path(report_dir) if report_dir else None
+        self.last_seq = since_seq
+        self.pending = pending if pending is not None else pd.DataFrame()
+        self.join = join
+        self.on_window = on_window
+        self.carry = EpisodeCarry()
+        self.next_index = 0
+        self.summaries: list[WindowSummary] = []
+
+    @property
+    def report_dir(self) -> Path:
+        """Where HTML reports go (a temporary folder, made on first use, unless one was given)."""
+        if self._report_dir is None:
+            self._report_dir = Path(tempfile.mkdtemp(prefix="rlops-monitor-"))
+        return self._report_dir
+
+    @property
+    def kept_report_dir(self) -> Path | None:
+        """The folder holding this session's HTML reports after :meth:`close` (``None`` if none is kept)."""
+        if self._report_dir is None or (self._own_report_dir and self.tracker is not None):
+            return None
+        return self._report_dir
+
+    def tick(self, now: float | None = None) -> list[WindowSummary]:
+        """Read new decisions and evaluate every window that is now full; return their summaries."""
+        loaded = load_decisions(self.store, policy_version=self.policy_version, model=self.served_model,
+                                since_seq=self.last_seq)
+        self.last_seq = loaded.last_seq
+        frames = [f for f in (self.pending, loaded.frame) if not f.empty]
+        rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        size = self.monitor.config.window
+        full = (len(rows) // size) * size
+        if full == 0:
+            self.pending = rows
+            return []
+        ready = attach_feedback(rows.iloc[:full].reset_index(drop=True), self.store, self.join, now)
+        self.carry = add_episode_returns(ready, self.carry)
+        self.pending = rows.iloc[full:].reset_index(drop=True)
+        out = []
+        for start in range(0, full, size):
+            window = ready.iloc[start:start + size]
+            out.append(self._window(window))
+        return out
+
+    def _window(self, window: pd.DataFrame) -> WindowSummary:
+        summary = self.monitor.evaluate(window, self.next_index, policy_version=self.policy_version,
+                                        model=self.model_name)
+        self.next_index += 1
+        report_path = None
+        if self.reports == ReportMode.ALWAYS or (self.reports == ReportMode.DRIFT and summary.status == DRIFT):
+            if any(c.status in TESTED for r in summary.signals.values() for c in r.columns):
+                report_path = self.report_dir / f"window-{summary.index:06d}.html"
+                self.monitor.report(window, summary, report_path)
+                summary.report_path = str(report_path)
+        if self.triggers is not None:
+            self.triggers.observe(summary)
+        if self.tracker is not None:
+            self.tracker.log_window(summary, report_path)
+            for event in summary.triggers:
+                self.tracker.log_trigger(event)
+        self.summaries.append(summary)
+        if self.on_window is not None:
+            self.on_window(summary)
+        return summary
+
+    def close(self) -> None:
+        """Remove the temporary report folder (reports already logged to MLflow)."""
+        if self._own_report_dir and self.tracker is not None and self._report_dir is not None:
+            shutil.rmtree(self._report_dir, ignore_errors=True)
+
+
+def require_decisions(store: ExperienceStore, policy_version: str | None, served_model: str | None) -> None:
+    """Raise ``MonitorError`` naming the versions present when the store has none of ``policy_version``."""
+    probe = load_decisions(store, policy_version=policy_version, model=served_model, limit=1)
+    if not probe.frame.empty:
+        return
+    versions = sorted({p for _, b in store.iter_batches(model=served_model) for p in b.policies})
+    raise MonitorError(f"no decisions of {policy_version or 'any policy'} in {store.url}"
+                       + (f" (served as {served_model})" if served_model else "")
+                       + (f"; versions present: {', '.join(versions[:10])}" if versions else "; the store is empty"))
+
+
+# --- run_monitor ----------------------------------------------------------------------------------
+
+class ReferenceKind(StrEnum):
+    """The first field of a ``--reference`` spec (anything else is a file)."""
+
+    ROLLOUTS = "rollouts"
+    """``rollouts[:N]``: the policy's own rollouts in its ``EnvSpec`` simulator."""
+    PRODUCTION = "production"
+    """``production[:N]`` or ``production:OFFSET:N``: a window of the policy's own logged traffic."""
+
 
 REFERENCE_HELP = ("rollouts[:N] (roll the policy out in its EnvSpec simulator, default 50000 decisions), "
                   "production[:N] or production:OFFSET:N (a window of the policy's own traffic, default "
                   "20 windows), or a .parquet/.csv file with the monitoring columns")
+
+
+@dataclass(frozen=True)
+class MonitorOptions:
+    """Everything a monitoring session is asked to do besides the model and the store (``rlops monitor``'s options).
+
+    Defaults are the command's; each field is checked when the options are made, and an error names it.
+    """
+
+    reference: str = ReferenceKind.ROLLOUTS.value
+    """What windows are compared with: ``rollouts[:N]``, ``production[:N]``, ``production:OFFSET:N``
+    or a ``.parquet``/``.csv`` file (see :data:`REFERENCE_HELP`)."""
+    config: MonitorConfig = field(default_factory=MonitorConfig)
+    """Window size, monitors, per-signal stat tests, thresholds, settings and calibration."""
+    triggers: Sequence[str] = DEFAULT_RULES
+    """Trigger rule strings (``drift:SIGNAL:K``, ``reward-below:...``, ``schedule:DURATION``)."""
+    actions: Sequence[str | Mapping[str, Any] | ActionSpec] = ()
+    """Trigger actions run after the ``rlops_on_trigger`` hooks: ``"NAME[:ARG]"`` strings, or
+    :class:`ActionSpec` (or its dict) to give an action its own ``settings``."""
+    all_versions: bool = False
+    """Watch every policy version in the log (the endpoint), not only ``model``'s: catches a swap."""
+    served_name: str | None = None
+    """Only decisions served under this KServe model name."""
+    reports: str = ReportMode.DRIFT.value
+    """When to build a window's Evidently HTML report: a :class:`ReportMode` (drift, always, never)."""
+    report_dir: str | Path | None = None
+    """Keep HTML reports in this folder too (else a temporary one, removed once logged to MLflow)."""
+    experiment: str = DEFAULT_EXPERIMENT
+    """MLflow experiment of the monitoring run."""
+    use_mlflow: bool = True
+    """Log a monitoring run to MLflow."""
+    every_s: float | None = None
+    """Poll for new decisions every this many seconds until Ctrl-C; ``None`` evaluates once."""
+    max_ticks: int | None = None
+    """With ``every_s``: stop after this many polls (the first always runs); ``None``: until Ctrl-C."""
+    max_triggers: int | None = None
+    """Deliver at most this many trigger events in the session (1: one retraining, not one per
+    drifting signal); later firings are only counted (``MonitorOutcome.suppressed``)."""
+    on_window: Callable[[WindowSummary], None] | None = None
+    """Sees each window summary after its triggers ran (the CLI prints it)."""
+    echo: Callable[[str], None] | None = None
+    """Sees each progress line (rich markup); ``None`` keeps the session quiet."""
+    on_trigger: Callable[[TriggerEvent], None] | None = None
+    """Sees each trigger event before its hooks and actions run (after the audit trail recorded it)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.reference, str) or not self.reference:
+            raise MonitorConfigError(f"MonitorOptions.reference: {REFERENCE_HELP}; got {self.reference!r}")
+        if not isinstance(self.config, MonitorConfig):
+            raise MonitorConfigError(f"MonitorOptions.config must be a MonitorConfig, got {type(self.config).__name__}")
+        for name in ("triggers", "actions"):
+            value = getattr(self, name)
+            if isinstance(value, (str, Mapping, ActionSpec)) or not isinstance(value, Iterable):
+                raise MonitorConfigError(f"MonitorOptions.{name} must be a list of specs, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        if self.reports not in REPORT_MODES:
+            raise MonitorConfigError(f"MonitorOptions.reports must be one of {', '.join(REPORT_MODES)}, "
+                                     f"got {self.reports!r}")
+        if not isinstance(self.experiment, str) or not self.experiment:
+            raise MonitorConfigError(f"MonitorOptions.experiment must name an MLflow experiment, "
+                                     f"got {self.experiment!r}")
+        if self.every_s is not None and not (isinstance(self.every_s, (int, float)) and math.isfinite(self.every_s)
+                                             and self.every_s >= 0):
+            raise MonitorConfigError(f"MonitorOptions.every_s must be a number of seconds >= 0, got {self.every_s!r}")
+        for name, least in (("max_ticks", 0), ("max_triggers", 1)):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                raise MonitorConfigError(f"MonitorOptions.{name} must be an int >= {least}, got {value!r}")
+        for name in ("on_window", "echo", "on_trigger"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise MonitorConfigError(f"MonitorOptions.{name} must be callable, got {getattr(self, name)!r}")
+
+    def replace(self, **changes: Any) -> MonitorOptions:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass
@@ -30,7 +413,7 @@ class MonitorOutcome:
     """What a monitoring session produced."""
 
     policy: Any
-    """The :class:`~rlops_plugin.monitoring.session.ResolvedPolicy` that was watched."""
+    """The :class:`ResolvedPolicy` that was watched."""
     summaries: list[Any] = field(default_factory=list)
     events: list[Any] = field(default_factory=list)
     run_id: str | None = None
@@ -49,70 +432,62 @@ class MonitorOutcome:
         return bool(self.events)
 
 
-def run_monitor(model: str, store: str, *, reference: str = "rollouts", config: MonitorConfig | None = None,
-                triggers: Sequence[str] = DEFAULT_RULES, actions: Sequence[str] = (), all_versions: bool = False,
-                served_name: str | None = None, reports: str = "drift", report_dir: str | Path | None = None,
-                experiment: str = DEFAULT_EXPERIMENT, use_mlflow: bool = True, every_s: float | None = None,
-                max_ticks: int | None = None, on_window: Callable[[Any], None] | None = None,
-                echo: Callable[[str], None] | None = None,
-                on_trigger: Callable[[Any], None] | None = None, max_triggers: int | None = None) -> MonitorOutcome:
-    """Monitor ``model``'s decisions in ``store`` (once, or every ``every_s`` seconds until Ctrl-C).
+def run_monitor(model: str, store: str, options: MonitorOptions | None = None) -> MonitorOutcome:
+    """Monitor ``model``'s decisions in ``store`` (once, or every ``options.every_s`` seconds until Ctrl-C).
 
-    ``on_window`` sees each window summary after its triggers ran; ``on_trigger`` sees each trigger
-    event before its hooks and actions run (after it is recorded in the audit trail).
-    ``max_triggers`` caps the events of the session (e.g. 1: one retraining, not one per drifting
-    signal); later firings are only counted (``MonitorOutcome.suppressed``).
+    ``model`` is ``NAME@ALIAS``, ``NAME/VERSION``, ``models:/...`` or a local model directory;
+    ``store`` an experience store path or URL; everything else is in ``options`` (defaults: the
+    ones of ``rlops monitor``).
     """
     from rlops_plugin.experience.store import open_store
-    from rlops_plugin.monitoring.session import MonitorSession, resolve_policy
-    from rlops_plugin.monitoring.triggers import TriggerEngine, parse_rules
 
-    config = config or MonitorConfig()
-    say = echo or (lambda text: None)
-    rules = parse_rules(triggers, config.monitors)
-    engine = TriggerEngine(rules, actions=actions, max_events=max_triggers)  # bad actions fail before any work
+    opts = options or MonitorOptions()
+    config = opts.config
+    say = opts.echo or (lambda text: None)
+    rules = parse_rules(opts.triggers, config.monitors)
+    engine = TriggerEngine(rules, actions=opts.actions, max_events=opts.max_triggers)  # bad actions fail first
     resolved = resolve_policy(model)
     engine.model = resolved.model_name
-    watched = None if all_versions else resolved.policy_version
+    watched = None if opts.all_versions else resolved.policy_version
     say(f"[bold]Monitoring[/bold] {watched or 'every policy version'} ({resolved.model_uri}) in {store}")
     with open_store(store) as experience:
-        drift, session_args = build_monitor(reference, config, resolved, experience, served_name, watched, say)
+        drift, session_args = build_monitor(opts.reference, config, resolved, experience, opts.served_name, watched,
+                                            say)
         say(_calibration_line(drift))
         tracker = None
-        if use_mlflow:
-            from rlops_plugin.monitoring.tracking import MonitoringRun, redact_url
-
+        if opts.use_mlflow:
             tracker = MonitoringRun(policy_version=resolved.policy_version, model_name=resolved.model_name,
                                     model_version=resolved.version, model_alias=resolved.alias,
-                                    experiment=experiment,
-                                    extra_tags={"rlops.store": redact_url(store), "rlops.reference": reference,
-                                                "rlops.scope": "endpoint" if all_versions else "version"})
+                                    experiment=opts.experiment,
+                                    extra_tags={"rlops.store": redact_url(store), "rlops.reference": opts.reference,
+                                                "rlops.scope": "endpoint" if opts.all_versions else "version"})
             params: dict[str, Any] = {
-                "window": config.window, "monitors": ",".join(config.monitors), "reference": reference,
+                "window": config.window, "monitors": ",".join(config.monitors), "reference": opts.reference,
                 "reference_rows": len(drift.reference), "false_alarm_rate": config.false_alarm_rate,
-                "triggers": ",".join(r.name for r in rules), "actions": ",".join(actions)}
+                "triggers": ",".join(r.name for r in rules), "actions": ",".join(map(action_key, opts.actions))}
             for name in config.monitors:
                 params[f"{name}.stattest"] = config.signal(name).stattest
                 params[f"{name}.threshold"] = config.signal(name).threshold
             tracker.start(config.to_dict(), drift.calibration, params)
-            say(f"MLflow run {tracker.run_id} in experiment {experiment!r}")
-        engine.on_fire = _chain(tracker.audit_trigger if tracker is not None else None, on_trigger)
-        session = MonitorSession(experience, drift, policy_version=watched, served_model=served_name,
-                                 model_name=resolved.model_name, triggers=engine, tracker=tracker, reports=reports,
-                                 report_dir=report_dir, on_window=on_window, **session_args)
-        status = "FINISHED"
+            say(f"MLflow run {tracker.run_id} in experiment {opts.experiment!r}")
+        engine.on_fire = _chain(tracker.audit_trigger if tracker is not None else None, opts.on_trigger)
+        session = MonitorSession(experience, drift, policy_version=watched, served_model=opts.served_name,
+                                 model_name=resolved.model_name, triggers=engine, tracker=tracker,
+                                 reports=opts.reports, report_dir=opts.report_dir, on_window=opts.on_window,
+                                 **session_args)
+        status = RunStatus.FINISHED
         try:
             ticks = 0
             while True:
                 session.tick()
                 ticks += 1
-                if every_s is None or (max_ticks is not None and ticks >= max_ticks):
+                if opts.every_s is None or (opts.max_ticks is not None and ticks >= opts.max_ticks):
                     break
-                time.sleep(every_s)
+                time.sleep(opts.every_s)
         except KeyboardInterrupt:
-            status = "KILLED"
+            status = RunStatus.KILLED
         except RLOpsError:
-            status = "FAILED"
+            status = RunStatus.FAILED
             raise
         finally:
             if tracker is not None:
@@ -120,9 +495,9 @@ def run_monitor(model: str, store: str, *, reference: str = "rollouts", config: 
             session.close()
     outcome = MonitorOutcome(resolved, session.summaries, engine.events, tracker.run_id if tracker else None,
                              session.kept_report_dir, len(session.pending), drift.calibration, engine.suppressed)
-    drifted = sum(s.status == "drift" for s in outcome.summaries)
+    drifted = sum(s.status == DRIFT for s in outcome.summaries)
     say(f"[bold]{len(outcome.summaries)} windows[/bold], {drifted} drifted, {len(outcome.events)} triggers"
-        + (f" ({outcome.suppressed} more suppressed by max_triggers={max_triggers})" if outcome.suppressed else "")
+        + (f" ({outcome.suppressed} more suppressed by max_triggers={opts.max_triggers})" if outcome.suppressed else "")
         + (f"; {outcome.pending} decisions wait for a full window of {config.window}" if outcome.pending else "")
         + (f"; reports in {outcome.report_dir}" if outcome.report_dir and any(outcome.report_dir.glob("*.html"))
            else ""))
@@ -145,14 +520,9 @@ def _chain(*callbacks: Callable[[Any], None] | None) -> Callable[[Any], None] | 
 def build_monitor(spec: str, config: MonitorConfig, resolved: Any, store: Any, served_name: str | None,
                   watched: str | None, echo: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
     """The calibrated ``DriftMonitor`` for a reference spec, and the session's start (for production)."""
-    from rlops_plugin.monitoring.drift import DriftMonitor
-    from rlops_plugin.monitoring.frames import load_decisions
-    from rlops_plugin.monitoring.reference import production_reference, read_reference, rollout_reference
-    from rlops_plugin.monitoring.session import require_decisions
-
     kind, _, rest = spec.partition(":")
     args = rest.split(":") if rest else []
-    if kind == "rollouts" and len(args) <= 1:
+    if kind == ReferenceKind.ROLLOUTS and len(args) <= 1:
         decisions = _count(args[0], "--reference rollouts:N") if args else 50_000
         probe = load_decisions(store, policy_version=watched, model=served_name, limit=1)
         bundle = resolved.load_bundle()
@@ -160,7 +530,7 @@ def build_monitor(spec: str, config: MonitorConfig, resolved: Any, store: Any, s
              f"(exploration {probe.exploration or 'softmax, temperature 1'})")
         frame = rollout_reference(bundle, decisions, exploration=probe.exploration)
         return DriftMonitor(frame, config), {}
-    if kind == "production" and len(args) <= 2:
+    if kind == ReferenceKind.PRODUCTION and len(args) <= 2:
         require_decisions(store, watched, served_name)
         offset = _count(args[0], "--reference production:OFFSET:N") if len(args) == 2 else 0
         decisions = _count(args[-1], "--reference production:N") if args else 20 * config.window

@@ -13,26 +13,61 @@ Rules (written as strings on the command line, objects in code):
   ``7d``) of decision time has passed since the last firing (or since the first window).
 
 Every event goes to all ``rlops_on_trigger`` hook implementations (results collected on the event)
-and then to the trigger actions chosen with ``--on-trigger`` (:mod:`.actions`).
+and then to the trigger actions chosen with ``--on-trigger NAME[:ARG]`` (or :class:`ActionSpec`,
+which also carries the action's own ``settings``). Actions are looked up by name in the registry of
+the ``rlops_register_trigger_actions`` hook (built-ins: ``rlops_plugin.default_plugins.actions``).
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import re
 import time
+import types
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import partial
 from statistics import NormalDist
 from typing import Any, Protocol
 
 from rlops_plugin import plugins
-from rlops_plugin.monitoring.config import DEFAULT_RULES
-from rlops_plugin.monitoring.errors import MonitorConfigError, TriggerError
-from rlops_plugin.monitoring.results import DRIFT, INSUFFICIENT
-from rlops_plugin.monitoring.summary import WindowSummary
+from rlops_plugin.errors import PluginError
+from rlops_plugin.hookspecs import hookimpl
+from rlops_plugin.monitoring.config import (
+    DEFAULT_RULES,
+    MonitorConfigError,
+    TriggerError,
+    check_settings,
+    check_settings_keys,
+)
+from rlops_plugin.monitoring.results import DRIFT, INSUFFICIENT, WindowSummary
+
+TRIGGER_ACTIONS_HOOK = "rlops_register_trigger_actions"
+TriggerAction = Callable[..., Any]
+"""``action(event, arg=None, **settings) -> result``: see the ``rlops_register_trigger_actions`` hook."""
+
+
+class RuleKind(StrEnum):
+    """The first field of a trigger rule string."""
+
+    DRIFT = "drift"
+    REWARD_BELOW = "reward-below"
+    SCHEDULE = "schedule"
+
+
+class RewardColumn(StrEnum):
+    """What ``reward-below`` bounds: per-decision rewards or episode returns."""
+
+    REWARD = "reward"
+    RETURN = "return"
+
+
+ANY_SIGNAL, EVERY_SIGNAL = "any", "*"
+"""``drift:any:K`` watches the window as a whole; ``drift:*:K`` makes one rule per monitored signal."""
 
 
 @dataclass
@@ -84,11 +119,11 @@ class DriftStreakRule:
     @property
     def name(self) -> str:
         """Rule string."""
-        return f"drift:{self.signal}:{self.windows}"
+        return f"{RuleKind.DRIFT}:{self.signal}:{self.windows}"
 
     def check(self, summary: WindowSummary) -> dict[str, Any] | None:
         """Count the streak; fire once when it reaches K."""
-        if self.signal == "any":
+        if self.signal == ANY_SIGNAL:
             drifted = summary.status == DRIFT
         else:
             result = summary.signals.get(self.signal)
@@ -100,11 +135,11 @@ class DriftStreakRule:
         self.history.append(summary.index)
         if self.streak != self.windows:
             return None
-        columns = (summary.drifted_columns() if self.signal == "any"
+        columns = (summary.drifted_columns() if self.signal == ANY_SIGNAL
                    else summary.signals[self.signal].drifted_columns())
         evidence: dict[str, Any] = {"signal": self.signal, "windows": list(self.history),
                                     "drifted_columns": columns, "drift_share": summary.drift_share}
-        if self.signal != "any":
+        if self.signal != ANY_SIGNAL:
             evidence["scores"] = {c.column: {"stattest": c.stattest, "score": c.score, "threshold": c.threshold}
                                   for c in summary.signals[self.signal].columns if c.drifted}
         return evidence
@@ -116,14 +151,15 @@ class RewardBelowRule:
 
     threshold: float
     confidence: float = 0.95
-    column: str = "reward"
+    column: str = RewardColumn.REWARD
+    """A :class:`RewardColumn`."""
     min_samples: int = 30
     armed: bool = True
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.confidence < 1.0:
             raise MonitorConfigError(f"reward-below: confidence must lie in [0.5, 1), got {self.confidence}")
-        if self.column not in ("reward", "return"):
+        if self.column not in tuple(RewardColumn):
             raise MonitorConfigError(f"reward-below: column must be 'reward' or 'return', got {self.column!r}")
         if not math.isfinite(self.threshold):
             raise MonitorConfigError(f"reward-below: threshold must be finite, got {self.threshold}")
@@ -131,11 +167,11 @@ class RewardBelowRule:
     @property
     def name(self) -> str:
         """Rule string."""
-        return f"reward-below:{self.threshold:g}:{self.confidence:g}:{self.column}"
+        return f"{RuleKind.REWARD_BELOW}:{self.threshold:g}:{self.confidence:g}:{self.column}"
 
     def check(self, summary: WindowSummary) -> dict[str, Any] | None:
         """Fire once when ``mean + z * std / sqrt(n) < threshold``; re-arm when the bound is above again."""
-        prefix = "reward" if self.column == "reward" else "return"
+        prefix = "reward" if self.column == RewardColumn.REWARD else "return"
         mean, std, n = (getattr(summary, f"{prefix}_{k}") for k in ("mean", "std", "n"))
         if summary.status == INSUFFICIENT or mean is None or n < self.min_samples:
             return None
@@ -165,7 +201,7 @@ class ScheduleRule:
     @property
     def name(self) -> str:
         """Rule string."""
-        return f"schedule:{self.every_s:g}s"
+        return f"{RuleKind.SCHEDULE}:{self.every_s:g}s"
 
     def check(self, summary: WindowSummary) -> dict[str, Any] | None:
         """Fire when the window ends at least ``every_s`` after the last firing (or the first window)."""
@@ -196,23 +232,23 @@ def parse_rule(text: str, signals: Sequence[str] = ()) -> list[TriggerRule]:
     kind, _, rest = str(text).strip().partition(":")
     args = [a for a in rest.split(":")] if rest else []
     try:
-        if kind == "drift":
-            signal = args[0] if args else "any"
+        if kind == RuleKind.DRIFT:
+            signal = args[0] if args else ANY_SIGNAL
             k = int(args[1]) if len(args) > 1 else 2
             if len(args) > 2:
                 raise ValueError("too many fields")
-            if signal == "*":
+            if signal == EVERY_SIGNAL:
                 return [DriftStreakRule(s, k) for s in signals]
-            if signal != "any" and signals and signal not in signals:
+            if signal != ANY_SIGNAL and signals and signal not in signals:
                 raise MonitorConfigError(f"trigger {text!r}: signal {signal!r} is not monitored "
                                          f"(monitored: {', '.join(signals)})")
             return [DriftStreakRule(signal, k)]
-        if kind == "reward-below":
+        if kind == RuleKind.REWARD_BELOW:
             if not args or len(args) > 3:
                 raise ValueError("expected reward-below:THRESHOLD[:CONFIDENCE[:COLUMN]]")
             return [RewardBelowRule(float(args[0]), float(args[1]) if len(args) > 1 else 0.95,
-                                    args[2] if len(args) > 2 else "reward")]
-        if kind == "schedule":
+                                    args[2] if len(args) > 2 else RewardColumn.REWARD)]
+        if kind == RuleKind.SCHEDULE:
             if len(args) != 1:
                 raise ValueError("expected schedule:DURATION")
             return [ScheduleRule(parse_duration(args[0]))]
@@ -233,10 +269,98 @@ def parse_rules(texts: Sequence[str], signals: Sequence[str] = ()) -> list[Trigg
     return list(rules.values())
 
 
-def deliver(event: TriggerEvent, actions: Sequence[str] = ()) -> TriggerEvent:
-    """Call every ``rlops_on_trigger`` implementation, then each action; record what they returned."""
-    from rlops_plugin.monitoring.actions import resolve_action
+@dataclass(frozen=True)
+class ActionSpec:
+    """One trigger action to run on every event: its registered name, its ``ARG`` and its own settings."""
 
+    name: str
+    """Name in the ``rlops_register_trigger_actions`` registry (built-ins: log, jsonl, run-pipeline)."""
+    arg: str | None = None
+    """The text after the first colon of ``NAME:ARG`` (``None`` without a colon)."""
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword settings passed to the action (``action(event, arg, **settings)``); built-ins refuse
+    the keys they do not know, naming them."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or ":" in self.name:
+            raise MonitorConfigError(f"trigger action name {self.name!r}: text without ':'")
+        if self.arg is not None and not isinstance(self.arg, str):
+            raise MonitorConfigError(f"trigger action {self.name!r}: arg must be text, got {self.arg!r}")
+        settings = check_settings_keys(f"trigger action {self.name!r}", self.settings)
+        reserved = sorted({"event", "arg"} & set(settings))
+        if reserved:
+            raise MonitorConfigError(f"trigger action {self.name!r}: {reserved[0]!r} is not a setting name")
+        object.__setattr__(self, "settings", settings)
+
+    @classmethod
+    def parse(cls, spec: str | Mapping[str, Any] | ActionSpec) -> ActionSpec:
+        """From ``"NAME[:ARG]"``, a ``{"name", "arg", "settings"}`` mapping, or an ``ActionSpec``."""
+        if isinstance(spec, ActionSpec):
+            return spec
+        if isinstance(spec, Mapping):
+            unknown = sorted(set(spec) - {"name", "arg", "settings"})
+            if unknown:
+                raise MonitorConfigError(f"trigger action {dict(spec)!r}: unknown keys {unknown}; "
+                                         "known: name, arg, settings")
+            return cls(spec.get("name", ""), spec.get("arg"), spec.get("settings") or {})
+        name, sep, arg = str(spec).partition(":")
+        return cls(name, arg if sep else None)
+
+    def __str__(self) -> str:
+        """``NAME`` or ``NAME:ARG``: the key of the action's result in ``TriggerEvent.actions``."""
+        return self.name if self.arg is None else f"{self.name}:{self.arg}"
+
+
+def trigger_actions() -> dict[str, str]:
+    """Every registered trigger action name with its description."""
+    return {entry.name: entry.description for entry in plugins.trigger_actions().entries()}
+
+
+def resolve_action(spec: str | Mapping[str, Any] | ActionSpec) -> Callable[[Any], Any]:
+    """The callable for an action spec, with ``arg`` and ``settings`` bound; problems raise ``MonitorConfigError``."""
+    action = ActionSpec.parse(spec)
+    registry = plugins.trigger_actions()
+    try:
+        entry = registry.get(action.name)
+    except PluginError as exc:
+        raise MonitorConfigError(f"unknown trigger action {action.name!r}; available: "
+                                 f"{', '.join(registry.names())}") from exc
+    needs = entry.extra.get("needs_arg")
+    if needs and not action.arg:
+        raise MonitorConfigError(f"the {action.name} action needs {needs}")
+    check_settings(f"trigger action {action.name!r}", action.settings, entry.extra.get("settings"))
+    return partial(entry.value, arg=action.arg, **action.settings)
+
+
+def register_trigger_action(name: str, action: TriggerAction, description: str = "") -> None:
+    """Add an action under ``name`` at run time, through the hook (refused if the name is taken).
+
+    Registers a one-action plugin on the current plugin manager (gone after ``plugins.reset()``);
+    a package should implement ``rlops_register_trigger_actions`` instead.
+    """
+    if not isinstance(name, str) or not name or ":" in name:
+        raise MonitorConfigError(f"trigger action name {name!r}: non-empty and without ':'")
+    if name in plugins.trigger_actions():
+        raise MonitorConfigError(f"trigger action {name!r} is already registered")
+
+    def rlops_register_trigger_actions(register: Callable[..., None]) -> None:
+        register(name, action, description=description)
+
+    plugin = types.SimpleNamespace(rlops_register_trigger_actions=hookimpl(rlops_register_trigger_actions))
+    plugins.add_plugin(plugin, _runtime_plugin(name))
+
+
+def unregister_trigger_action(name: str) -> None:
+    """Remove an action added with :func:`register_trigger_action` (tests)."""
+    plugins.remove_plugin(_runtime_plugin(name))
+
+
+def _runtime_plugin(name: str) -> str:
+    return f"rlops-trigger-action:{name}"
+
+
+def deliver(event: TriggerEvent, actions: Sequence[str | Mapping[str, Any] | ActionSpec] = ()) -> TriggerEvent:
+    """Call every ``rlops_on_trigger`` implementation, then each action; record what they returned."""
     pm = plugins.get_plugin_manager()
     try:
         results = pm.hook.rlops_on_trigger(event=event)
@@ -245,18 +369,21 @@ def deliver(event: TriggerEvent, actions: Sequence[str] = ()) -> TriggerEvent:
                            f"{type(exc).__name__}: {exc}") from exc
     event.results = list(results)
     for spec in actions:
-        event.actions[spec] = resolve_action(spec)(event)
+        event.actions[action_key(spec)] = resolve_action(spec)(event)
     return event
+
+
+def action_key(spec: str | Mapping[str, Any] | ActionSpec) -> str:
+    """Where an action's result is stored on the event: the spec string as given, else ``NAME[:ARG]``."""
+    return spec if isinstance(spec, str) else str(ActionSpec.parse(spec))
 
 
 class TriggerEngine:
     """Checks every rule on each window summary and delivers the events that fire."""
 
     def __init__(self, rules: Sequence[TriggerRule], *, model: str | None = None,
-                 actions: Sequence[str] = (), on_fire: Callable[[TriggerEvent], None] | None = None,
-                 max_events: int | None = None) -> None:
-        from rlops_plugin.monitoring.actions import resolve_action
-
+                 actions: Sequence[str | Mapping[str, Any] | ActionSpec] = (),
+                 on_fire: Callable[[TriggerEvent], None] | None = None, max_events: int | None = None) -> None:
         if max_events is not None and max_events < 1:
             raise MonitorConfigError(f"max triggers must be >= 1, got {max_events}")
         self.rules = list(rules)
@@ -292,7 +419,9 @@ class TriggerEngine:
 
 
 def _jsonable(value: Any) -> Any:
-    """``value`` with non-finite floats as ``None``, numpy scalars as Python, other objects as ``repr``."""
+    """``value`` with non-finite floats as ``None``, numpy scalars and enums as Python, other objects as ``repr``."""
+    if isinstance(value, enum.Enum):
+        value = value.value
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
@@ -312,5 +441,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-__all__ = ["DEFAULT_RULES", "DriftStreakRule", "RewardBelowRule", "ScheduleRule", "TriggerEngine",
-           "TriggerEvent", "TriggerRule", "deliver", "parse_duration", "parse_rule", "parse_rules"]
+__all__ = ["ANY_SIGNAL", "DEFAULT_RULES", "EVERY_SIGNAL", "ActionSpec", "DriftStreakRule", "RewardBelowRule",
+           "RewardColumn", "RuleKind", "ScheduleRule", "TriggerAction", "TriggerEngine", "TriggerEvent", "TriggerRule",
+           "action_key", "deliver", "parse_duration", "parse_rule", "parse_rules", "register_trigger_action",
+           "resolve_action", "trigger_actions", "unregister_trigger_action"]

@@ -163,13 +163,13 @@ def test_all_versions_watches_the_endpoint_and_catches_a_swap(tmp_path):
 
 def test_run_monitor_is_the_command_without_a_console(local_model):
     from rlops_plugin.monitoring.config import MonitorConfig
-    from rlops_plugin.monitoring.runner import run_monitor
+    from rlops_plugin.monitoring.runner import MonitorOptions, run_monitor
 
     model, store = local_model
     seen = []
-    outcome = run_monitor(str(model), str(store), reference="production:500",
-                          config=MonitorConfig(window=250, monitors=("rewards", "actions")),
-                          triggers=["drift:rewards:1"], use_mlflow=False, reports="never", on_window=seen.append)
+    outcome = run_monitor(str(model), str(store), MonitorOptions(
+        reference="production:500", config=MonitorConfig(window=250, monitors=("rewards", "actions")),
+        triggers=["drift:rewards:1"], use_mlflow=False, reports="never", on_window=seen.append))
     assert outcome.triggered and outcome.run_id is None and outcome.pending == 24
     assert [s.index for s in outcome.summaries] == [0, 1] and seen == outcome.summaries
     assert outcome.events[0].policy_version == outcome.policy.policy_version == outcome.summaries[0].policy_version

@@ -2,8 +2,7 @@
 
 import pytest
 
-from rlops_plugin.monitoring.config import DEFAULT_MONITORS, MonitorConfig, SignalConfig
-from rlops_plugin.monitoring.errors import MonitorConfigError
+from rlops_plugin.monitoring.config import DEFAULT_MONITORS, MonitorConfig, MonitorConfigError, SignalConfig
 
 
 def test_defaults_cover_every_builtin_signal():
@@ -43,3 +42,15 @@ def test_unknown_keys_and_bad_monitor_config_are_refused():
         MonitorConfig(false_alarm_rate=0.0)
     with pytest.raises(MonitorConfigError, match="name at least one monitor"):
         MonitorConfig(monitors=())
+
+
+def test_signal_settings_are_passed_on_only_when_given():
+    assert "settings" not in SignalConfig().to_dict()
+    assert "settings" not in MonitorConfig().to_dict()["signals"]["rewards"]
+    config = MonitorConfig(signals={"latency": {"threshold": 0.2, "settings": {"column": "latency_ms"}}})
+    assert config.signal("latency").to_dict()["settings"] == {"column": "latency_ms"}
+    assert config.to_dict()["signals"]["latency"]["settings"] == {"column": "latency_ms"}
+    with pytest.raises(MonitorConfigError, match="setting names must be identifiers"):
+        SignalConfig(settings={"bad key": 1})
+    with pytest.raises(MonitorConfigError, match="write a mapping of setting names"):
+        SignalConfig(settings=["column"])

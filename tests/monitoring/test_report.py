@@ -4,9 +4,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from rlops_plugin.monitoring.config import MonitorConfig
+from rlops_plugin.monitoring.config import MonitorConfig, MonitorError
 from rlops_plugin.monitoring.drift import DriftMonitor
-from rlops_plugin.monitoring.errors import MonitorError
 from rlops_plugin.monitoring.report import report_verdicts
 from tests.monitoring.conftest import synthetic_frame
 

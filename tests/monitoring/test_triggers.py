@@ -8,16 +8,11 @@ import numpy as np
 import pytest
 
 from rlops_plugin import hookimpl, plugins
-from rlops_plugin.monitoring.actions import (
-    register_trigger_action,
-    resolve_action,
-    trigger_actions,
-    unregister_trigger_action,
-)
-from rlops_plugin.monitoring.errors import MonitorConfigError, TriggerError
-from rlops_plugin.monitoring.results import DRIFT, INSUFFICIENT, OK, ColumnResult, MonitorResult
-from rlops_plugin.monitoring.summary import WindowSummary
+from rlops_plugin.errors import PluginError
+from rlops_plugin.monitoring.config import MonitorConfigError, TriggerError
+from rlops_plugin.monitoring.results import DRIFT, INSUFFICIENT, OK, ColumnResult, MonitorResult, WindowSummary
 from rlops_plugin.monitoring.triggers import (
+    ActionSpec,
     DriftStreakRule,
     RewardBelowRule,
     ScheduleRule,
@@ -27,6 +22,10 @@ from rlops_plugin.monitoring.triggers import (
     parse_duration,
     parse_rule,
     parse_rules,
+    register_trigger_action,
+    resolve_action,
+    trigger_actions,
+    unregister_trigger_action,
 )
 
 
@@ -157,3 +156,42 @@ def test_max_events_caps_delivery_and_on_fire_runs_before_the_actions(tmp_path):
     assert len(path.read_text().splitlines()) == 1
     with pytest.raises(MonitorConfigError, match="max triggers must be >= 1"):
         TriggerEngine([], max_events=0)
+
+
+def test_a_third_party_action_registered_through_rlops_register_trigger_actions_gets_its_settings(tmp_path):
+    calls = []
+
+    def page(event, arg=None, *, team="ops", urgent=False):
+        calls.append((event.rule, arg, team, urgent))
+        return f"paged {team}"
+
+    def rlops_register_trigger_actions(register):
+        register("page", page, description="page a person", settings=("team", "urgent"))
+
+    plugins.get_plugin_manager().register(types.SimpleNamespace(
+        rlops_register_trigger_actions=hookimpl(rlops_register_trigger_actions)), name="test-pager")
+    assert plugins.trigger_actions().get("page").plugin == "test-pager" and "page" in trigger_actions()
+    spec = ActionSpec("page", "primary", {"team": "ml", "urgent": True})
+    engine = TriggerEngine(parse_rules(["drift:observations:1"], ["observations"]), model="m",
+                           actions=[spec, {"name": "page"}, "log"])
+    (event,) = engine.observe(window(0, DRIFT))
+    assert calls == [("drift:observations:1", "primary", "ml", True), ("drift:observations:1", None, "ops", False)]
+    assert event.actions == {"page:primary": "paged ml", "page": "paged ops", "log": "logged"}
+    with pytest.raises(MonitorConfigError, match="trigger action 'page': unknown setting 'teem'; accepted: team"):
+        TriggerEngine([], actions=[ActionSpec("page", settings={"teem": "ml"})])
+
+
+def test_builtin_actions_take_their_own_settings_and_refuse_unknown_keys(caplog):
+    with caplog.at_level(logging.INFO, logger="rlops.monitoring.triggers"):
+        assert resolve_action(ActionSpec("log", settings={"level": "INFO"}))(TriggerEvent("r", None, None, 0, {})) \
+            == "logged"
+    assert caplog.records[-1].levelno == logging.INFO
+    with pytest.raises(MonitorConfigError, match="trigger action 'log': unknown setting 'levl'; accepted: level"):
+        resolve_action({"name": "log", "settings": {"levl": "INFO"}})
+    with pytest.raises(MonitorConfigError, match="trigger action 'jsonl': unknown setting 'path'; accepted: none"):
+        resolve_action(ActionSpec("jsonl", "x.jsonl", {"path": "y"}))
+    with pytest.raises(MonitorConfigError, match=r"unknown keys \['setting'\]"):
+        ActionSpec.parse({"name": "log", "setting": {}})
+    with pytest.raises(MonitorConfigError, match="unknown trigger action 'nope'") as info:
+        resolve_action("nope")
+    assert isinstance(info.value.__cause__, PluginError) and "run-pipeline" in str(info.value)

@@ -1,14 +1,15 @@
-"""End to end in process: a DecisionEngine logs to a real store, the session detects, the hook hears."""
+"""The session end to end in process (a DecisionEngine logs to a real store, the session detects, the hook
+hears), and the options of ``run_monitor``."""
 
 import pytest
 
 from rlops_plugin import EnvSpec
 from rlops_plugin.experience.store import open_store
 from rlops_plugin.flavor.model import LoadedModel
-from rlops_plugin.monitoring.config import MonitorConfig
+from rlops_plugin.monitoring.config import MonitorConfig, MonitorConfigError, ReportMode
 from rlops_plugin.monitoring.drift import DriftMonitor
 from rlops_plugin.monitoring.reference import production_reference, rollout_reference
-from rlops_plugin.monitoring.session import MonitorSession
+from rlops_plugin.monitoring.runner import MonitorOptions, MonitorSession
 from rlops_plugin.monitoring.triggers import TriggerEngine, parse_rules
 from rlops_plugin.serving.engine import DecisionEngine
 from rlops_plugin.simulation.traffic import simulate
@@ -58,3 +59,18 @@ def test_rollout_reference_matches_served_traffic(served, cartpole_bundle):
                              reports="never")
     summaries = session.tick()
     assert len(summaries) == 4 and all(s.status == "ok" for s in summaries), [s.to_dict() for s in summaries]
+
+
+def test_monitor_options_defaults_are_the_commands_and_errors_name_the_field():
+    options = MonitorOptions()
+    assert options.reference == "rollouts" and options.triggers == ("drift:*:2",) and options.actions == ()
+    assert options.reports == ReportMode.DRIFT == "drift" and options.experiment == "rlops-monitoring"
+    assert options.config == MonitorConfig() and options.use_mlflow and options.every_s is None
+    assert MonitorOptions(triggers=["drift:any:1"], actions=["log"]).triggers == ("drift:any:1",)
+    assert options.replace(max_triggers=1).max_triggers == 1
+    for changes, field in [({"reports": "sometimes"}, "reports"), ({"max_triggers": 0}, "max_triggers"),
+                           ({"every_s": -1.0}, "every_s"), ({"triggers": "drift:*:2"}, "triggers"),
+                           ({"config": {"window": 10}}, "config"), ({"reference": ""}, "reference"),
+                           ({"on_window": "print"}, "on_window"), ({"max_ticks": -1}, "max_ticks")]:
+        with pytest.raises(MonitorConfigError, match=f"MonitorOptions.{field}"):
+            MonitorOptions(**changes)
