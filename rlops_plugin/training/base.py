@@ -1,4 +1,12 @@
-"""The trainer contract, config handling and the mini-batch sampler the built-in trainers share."""
+"""The trainer contract, config handling, and the training loop the built-in trainers share.
+
+:class:`Trainer` is the contract a plugin registers (``Config``, ``data_kind``, ``train``).
+:class:`GradientTrainer` owns the offline loop (d3rlpy style): checks, seeding, torch threads, the
+Adam optimizer, mini-batch sampling, metric history and progress; a subclass writes only
+:meth:`~GradientTrainer.setup`, :meth:`~GradientTrainer.update` and, if needed,
+:meth:`~GradientTrainer.finish`. :class:`TrainingRun` is the seeded, recorded run state that loops
+of another shape (PPO's rollouts) use directly.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +14,19 @@ import ast
 import dataclasses
 import inspect
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
 from rlops_plugin.bundle.bundle import PolicyBundle
 from rlops_plugin.bundle.policy import Policy
 from rlops_plugin.errors import ConfigError
 from rlops_plugin.experience.dataset import Dataset
+from rlops_plugin.local.threads import torch_threads
 
 Progress = Callable[[int, int, dict[str, float]], None]
 DATA_KINDS = ("transitions", "preferences", "simulator")
@@ -36,7 +46,9 @@ class Trainer:
     """Base class of trainers registered through ``rlops_register_trainers``.
 
     Subclasses set ``Config`` (a dataclass with a docstring per field), ``data_kind`` and
-    ``description``, and implement :meth:`train`, which must start from ``init.policy``.
+    ``description``, and implement :meth:`train`, which must start from ``init.policy`` (and leave
+    it unchanged). A trainer of gradient steps on a dataset subclasses :class:`GradientTrainer`
+    instead and writes only the update step. ``rlops_plugin.testing.check_trainer`` checks the contract.
     """
 
     Config: ClassVar[type]
@@ -139,3 +151,118 @@ def report(progress: Progress | None, step: int, total: int, metrics: dict[str, 
         history.append((step, dict(metrics)))
         if progress is not None:
             progress(step, total, metrics)
+
+
+@dataclass
+class TrainingRun:
+    """A run's shared state: the seeded numpy generator, the last metrics and their recorded history.
+
+    :meth:`start` seeds torch (networks built afterwards are reproducible) and returns the run;
+    :meth:`record` keeps the metrics of each step, appends them to the history every ``every``
+    steps and on the last, and tells ``progress``; :meth:`result` packs the final policy.
+    """
+
+    rng: np.random.Generator
+    total: int
+    progress: Progress | None = None
+    every: int = 100
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, seed: int, total: int, progress: Progress | None = None, every: int = 100) -> TrainingRun:
+        """Seed torch and numpy from ``seed`` and begin a run of ``total`` steps."""
+        return cls(seed_everything(seed), total, progress, every)
+
+    def record(self, step: int, metrics: dict[str, float]) -> None:
+        """Keep ``metrics`` as the latest; record and report them on every ``every``-th and the last step."""
+        self.metrics = metrics
+        report(self.progress, step, self.total, metrics, self.history, self.every)
+
+    def result(self, policy: Policy) -> TrainResult:
+        """The trained policy (switched to eval mode) with the last metrics and the history."""
+        policy.eval()
+        return TrainResult(policy, self.metrics, self.history)
+
+
+class GradientTrainer(Trainer):
+    """A trainer of ``config.steps`` gradient steps on mini-batches of a dataset; it owns the loop.
+
+    :meth:`train` checks the config's fields and the dataset kind, calls :meth:`check`, seeds
+    (:class:`TrainingRun`), calls :meth:`setup` for the policy to train, samples
+    ``config.batch_size`` rows of :meth:`columns` per step (with replacement), calls :meth:`update`
+    under ``config.torch_threads`` threads and records its metrics every ``report_every`` steps,
+    then returns :meth:`finish`'s policy. The config needs ``steps``, ``batch_size``, ``lr``,
+    ``seed`` and ``torch_threads`` fields.
+
+    Subclasses implement :meth:`columns` and :meth:`update` (compute a loss, call :meth:`optimize`,
+    return metrics), and where needed :meth:`check` (refuse an init or config early),
+    :meth:`setup` (by default a clone of ``init.policy`` in train mode; build extra networks here),
+    :meth:`parameters` (what Adam optimizes; by default the policy network) and :meth:`finish`
+    (turn the trained networks into the exported policy). During a run ``self.config``,
+    ``self.policy`` and ``self.optimizer`` are set.
+    """
+
+    report_every: ClassVar[int] = 100
+    """Steps between recorded metrics (the last step is always recorded)."""
+    REQUIRED_FIELDS: ClassVar[tuple[str, ...]] = ("steps", "batch_size", "lr", "seed", "torch_threads")
+
+    config: Any
+    policy: Policy
+    optimizer: torch.optim.Optimizer
+
+    def train(self, init: PolicyBundle, data: Dataset | None, config: Any,
+              progress: Progress | None = None) -> TrainResult:
+        """Run the loop described in the class docstring; deterministic given ``config.seed``."""
+        missing = [name for name in self.REQUIRED_FIELDS if not hasattr(config, name)]
+        if missing:
+            raise ConfigError(f"{type(self).__name__}: its Config needs the fields {missing} of a GradientTrainer")
+        data = require_data(data, self.data_kind)
+        self.check(init, config)
+        self.config = config
+        run = TrainingRun.start(config.seed, config.steps, progress, self.report_every)
+        self.policy = self.setup(init, config)
+        batches = Batches(self.columns(data, config), run.rng)
+        self.optimizer = self.make_optimizer(self.parameters(), config)
+        with torch_threads(config.torch_threads):
+            for step in range(1, config.steps + 1):
+                run.record(step, self.update(batches.sample(config.batch_size)))
+        return run.result(self.finish(self.policy))
+
+    def check(self, init: PolicyBundle, config: Any) -> None:
+        """Raise ``ConfigError`` for an init policy or config this trainer cannot train (before seeding)."""
+
+    def setup(self, init: PolicyBundle, config: Any) -> Policy:
+        """The policy to train: a copy of ``init.policy`` in train mode (build other networks here too)."""
+        policy = init.policy.clone()
+        policy.train()
+        return policy
+
+    def columns(self, data: Dataset, config: Any) -> dict[str, np.ndarray]:
+        """The dataset columns mini-batches are drawn from (keys of the batch :meth:`update` gets)."""
+        raise NotImplementedError
+
+    def parameters(self) -> Iterable[nn.Parameter]:
+        """What the optimizer updates: the policy network's parameters."""
+        return self.policy.network.parameters()
+
+    def make_optimizer(self, parameters: Iterable[nn.Parameter], config: Any) -> torch.optim.Optimizer:
+        """Adam with ``config.lr``."""
+        return torch.optim.Adam(parameters, lr=config.lr)
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One gradient step on ``batch``; return its metrics (``train/...`` names, floats)."""
+        raise NotImplementedError
+
+    def optimize(self, loss: torch.Tensor, max_grad_norm: float | None = None) -> None:
+        """Back-propagate ``loss`` and step the optimizer, clipping the gradient norm when given."""
+        self.optimizer.zero_grad()
+        loss.backward()
+        if max_grad_norm is not None:
+            nn.utils.clip_grad_norm_([p for group in self.optimizer.param_groups for p in group["params"]],
+                                     max_grad_norm)
+        self.optimizer.step()
+
+    def finish(self, policy: Policy) -> Policy:
+        """The policy to return once the steps are done (by default the trained one itself)."""
+        return policy

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from rlops_plugin.bundle.bundle import PolicyBundle
 from rlops_plugin.experience.dataset import Dataset
-from rlops_plugin.local.threads import torch_threads
-from rlops_plugin.training.base import (
-    Batches,
-    Progress,
-    Trainer,
-    TrainResult,
-    report,
-    require_data,
-    seed_everything,
-)
+from rlops_plugin.training.base import GradientTrainer
 
 
 @dataclass
@@ -40,42 +31,33 @@ class BCConfig:
     """torch threads; one is fastest for small networks."""
 
 
-class BCTrainer(Trainer):
+class BCTrainer(GradientTrainer):
     """Maximise the log-likelihood of logged actions, starting from the deployed policy."""
 
     Config = BCConfig
     data_kind = "transitions"
     description = "behaviour cloning of logged actions (baseline)"
+    config: BCConfig
 
-    def train(self, init: PolicyBundle, data: Dataset | None, config: BCConfig,
-              progress: Progress | None = None) -> TrainResult:
-        data = require_data(data, self.data_kind)
-        rng = seed_everything(config.seed)
-        policy = init.policy.clone()
-        policy.train()
-        batches = Batches({"obs": data.columns["obs"], "action": data.columns["action"],
-                           "reward": data.columns["reward"].astype("float32")}, rng)
-        opt = torch.optim.Adam(policy.network.parameters(), lr=config.lr)
-        history: list[tuple[int, dict[str, float]]] = []
-        metrics: dict[str, float] = {}
-        with torch_threads(config.torch_threads):
-            for step in range(1, config.steps + 1):
-                b = batches.sample(config.batch_size)
-                log_prob = policy.log_prob(b["obs"], b["action"])
-                if config.reward_weighted:
-                    adv = b["reward"] - b["reward"].mean()
-                    weights = torch.clamp(torch.exp(adv / config.temperature), max=20.0)
-                    loss = -(weights * log_prob).mean()
-                else:
-                    loss = -log_prob.mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                metrics = {"train/loss": loss.item()}
-                if policy.discrete:
-                    with torch.no_grad():
-                        acc = (policy.network(b["obs"]).argmax(-1) == b["action"]).float().mean()
-                    metrics["train/accuracy"] = float(acc)
-                report(progress, step, config.steps, metrics, history)
-        policy.eval()
-        return TrainResult(policy, metrics, history)
+    def columns(self, data: Dataset, config: BCConfig) -> dict[str, np.ndarray]:
+        """Observations, logged actions and rewards (for the optional reward weighting)."""
+        return {"obs": data.columns["obs"], "action": data.columns["action"],
+                "reward": data.columns["reward"].astype("float32")}
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One step of (optionally advantage-weighted) negative log-likelihood."""
+        policy, config = self.policy, self.config
+        log_prob = policy.log_prob(batch["obs"], batch["action"])
+        if config.reward_weighted:
+            adv = batch["reward"] - batch["reward"].mean()
+            weights = torch.clamp(torch.exp(adv / config.temperature), max=20.0)
+            loss = -(weights * log_prob).mean()
+        else:
+            loss = -log_prob.mean()
+        self.optimize(loss)
+        metrics = {"train/loss": loss.item()}
+        if policy.discrete:
+            with torch.no_grad():
+                acc = (policy.network(batch["obs"]).argmax(-1) == batch["action"]).float().mean()
+            metrics["train/accuracy"] = float(acc)
+        return metrics

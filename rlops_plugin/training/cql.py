@@ -12,22 +12,15 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from rlops_plugin.bundle.bundle import PolicyBundle
+from rlops_plugin.bundle.policy import Policy
 from rlops_plugin.errors import ConfigError
 from rlops_plugin.experience.dataset import Dataset
-from rlops_plugin.local.threads import torch_threads
-from rlops_plugin.training.base import (
-    Batches,
-    Progress,
-    Trainer,
-    TrainResult,
-    report,
-    require_data,
-    seed_everything,
-)
+from rlops_plugin.training.base import GradientTrainer
 
 
 @dataclass
@@ -60,64 +53,70 @@ class CQLConfig:
     """torch threads; one is fastest for small networks."""
 
 
-class CQLTrainer(Trainer):
+class CQLTrainer(GradientTrainer):
     """Offline RL for Discrete actions from the decision log."""
 
     Config = CQLConfig
     data_kind = "transitions"
     description = "discrete conservative Q-learning (offline RL)"
+    config: CQLConfig
+    head: nn.Linear
+    """The Q-network's output layer (divided by the temperature at the end)."""
+    target: nn.Module
+    """The Polyak-averaged target Q-network."""
 
-    def train(self, init: PolicyBundle, data: Dataset | None, config: CQLConfig,
-              progress: Progress | None = None) -> TrainResult:
-        data = require_data(data, self.data_kind)
+    def check(self, init: PolicyBundle, config: CQLConfig) -> None:
+        """Discrete actions and a positive temperature only."""
         if not init.policy.discrete:
             raise ConfigError("cql needs a Discrete action space")
         if config.temperature <= 0:
             raise ConfigError("cql temperature must be positive")
-        rng = seed_everything(config.seed)
+
+    def setup(self, init: PolicyBundle, config: CQLConfig) -> Policy:
+        """The policy network becomes the Q-network (head re-initialised by default), plus a frozen target copy."""
         policy = init.policy.clone()
         q_net = policy.network
-        head = _output_layer(q_net)
+        self.head = _output_layer(q_net)
         if config.reset_head:
-            head.reset_parameters()
+            self.head.reset_parameters()
         q_net.train()
-        target = copy.deepcopy(q_net)
-        for p in target.parameters():
+        self.target = copy.deepcopy(q_net)
+        for p in self.target.parameters():
             p.requires_grad_(False)
+        return policy
+
+    def columns(self, data: Dataset, config: CQLConfig) -> dict[str, np.ndarray]:
+        """Transitions with scaled float32 rewards and done flags."""
         cols = data.columns
-        batches = Batches({"obs": cols["obs"], "action": cols["action"],
-                           "reward": (cols["reward"] * config.reward_scale).astype("float32"),
-                           "next_obs": cols["next_obs"], "done": cols["done"].astype("float32")}, rng)
-        opt = torch.optim.Adam(q_net.parameters(), lr=config.lr)
-        history: list[tuple[int, dict[str, float]]] = []
-        metrics: dict[str, float] = {}
-        with torch_threads(config.torch_threads):
-            for step in range(1, config.steps + 1):
-                b = batches.sample(config.batch_size)
-                q_all = q_net(b["obs"])
-                q = q_all.gather(1, b["action"].long().unsqueeze(1)).squeeze(1)
-                with torch.no_grad():
-                    next_a = q_net(b["next_obs"]).argmax(dim=1, keepdim=True)
-                    next_q = target(b["next_obs"]).gather(1, next_a).squeeze(1)
-                    y = b["reward"] + config.gamma * (1.0 - b["done"]) * next_q
-                td = nn.functional.smooth_l1_loss(q, y)
-                cql = (torch.logsumexp(q_all, dim=1) - q).mean()
-                loss = td + config.alpha * cql
-                opt.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(q_net.parameters(), config.max_grad_norm)
-                opt.step()
-                with torch.no_grad():
-                    for p, tp in zip(q_net.parameters(), target.parameters(), strict=True):
-                        tp.mul_(1 - config.tau).add_(p, alpha=config.tau)
-                metrics = {"train/loss": loss.item(), "train/td_loss": td.item(), "train/cql_penalty": cql.item(),
-                           "train/q_mean": q.mean().item()}
-                report(progress, step, config.steps, metrics, history)
-        with torch.no_grad():  # logits = Q / temperature
-            head.weight.div_(config.temperature)
-            head.bias.div_(config.temperature)
-        policy.eval()
-        return TrainResult(policy, metrics, history)
+        return {"obs": cols["obs"], "action": cols["action"],
+                "reward": (cols["reward"] * config.reward_scale).astype("float32"),
+                "next_obs": cols["next_obs"], "done": cols["done"].astype("float32")}
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Double-DQN TD loss plus the CQL penalty, then a Polyak update of the target."""
+        q_net, target, config = self.policy.network, self.target, self.config
+        q_all = q_net(batch["obs"])
+        q = q_all.gather(1, batch["action"].long().unsqueeze(1)).squeeze(1)
+        with torch.no_grad():
+            next_a = q_net(batch["next_obs"]).argmax(dim=1, keepdim=True)
+            next_q = target(batch["next_obs"]).gather(1, next_a).squeeze(1)
+            y = batch["reward"] + config.gamma * (1.0 - batch["done"]) * next_q
+        td = nn.functional.smooth_l1_loss(q, y)
+        cql = (torch.logsumexp(q_all, dim=1) - q).mean()
+        loss = td + config.alpha * cql
+        self.optimize(loss, max_grad_norm=config.max_grad_norm)
+        with torch.no_grad():
+            for p, tp in zip(q_net.parameters(), target.parameters(), strict=True):
+                tp.mul_(1 - config.tau).add_(p, alpha=config.tau)
+        return {"train/loss": loss.item(), "train/td_loss": td.item(), "train/cql_penalty": cql.item(),
+                "train/q_mean": q.mean().item()}
+
+    def finish(self, policy: Policy) -> Policy:
+        """Export ``softmax(Q / temperature)``: the head's logits become ``Q / temperature``."""
+        with torch.no_grad():
+            self.head.weight.div_(self.config.temperature)
+            self.head.bias.div_(self.config.temperature)
+        return policy
 
 
 def _output_layer(network: nn.Module) -> nn.Linear:

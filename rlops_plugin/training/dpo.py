@@ -9,22 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 from rlops_plugin.bundle.bundle import PolicyBundle
+from rlops_plugin.bundle.policy import Policy
 from rlops_plugin.errors import ConfigError
 from rlops_plugin.experience.dataset import Dataset
-from rlops_plugin.local.threads import torch_threads
-from rlops_plugin.training.base import (
-    Batches,
-    Progress,
-    Trainer,
-    TrainResult,
-    report,
-    require_data,
-    seed_everything,
-)
+from rlops_plugin.training.base import GradientTrainer
 
 
 @dataclass
@@ -45,42 +38,41 @@ class DPOConfig:
     """torch threads; one is fastest for small networks."""
 
 
-class DPOTrainer(Trainer):
+class DPOTrainer(GradientTrainer):
     """Preference learning from human ratings and corrections, referenced to the champion."""
 
     Config = DPOConfig
     data_kind = "preferences"
     description = "direct preference optimisation with the champion as reference"
+    config: DPOConfig
+    reference: Policy
+    """The frozen init policy the update is anchored to."""
 
-    def train(self, init: PolicyBundle, data: Dataset | None, config: DPOConfig,
-              progress: Progress | None = None) -> TrainResult:
-        data = require_data(data, self.data_kind)
+    def check(self, init: PolicyBundle, config: DPOConfig) -> None:
+        """Discrete actions only."""
         if not init.policy.discrete:
             raise ConfigError("dpo needs a Discrete action space")
-        rng = seed_everything(config.seed)
-        reference = init.policy.clone()
-        policy = init.policy.clone()
-        policy.train()
-        batches = Batches({k: data.columns[k] for k in ("obs", "chosen", "rejected")}, rng)
-        opt = torch.optim.Adam(policy.network.parameters(), lr=config.lr)
-        history: list[tuple[int, dict[str, float]]] = []
-        metrics: dict[str, float] = {}
-        with torch_threads(config.torch_threads):
-            for step in range(1, config.steps + 1):
-                b = batches.sample(config.batch_size)
-                logp = torch.log_softmax(policy.network(b["obs"]), dim=-1)
-                with torch.no_grad():
-                    ref = torch.log_softmax(reference.network(b["obs"]), dim=-1)
-                c, r = b["chosen"].long().unsqueeze(1), b["rejected"].long().unsqueeze(1)
-                margin = (logp.gather(1, c) - ref.gather(1, c)) - (logp.gather(1, r) - ref.gather(1, r))
-                loss = -F.logsigmoid(config.beta * margin).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    accuracy = (logp.gather(1, c) > logp.gather(1, r)).float().mean()
-                metrics = {"train/dpo_loss": loss.item(), "train/preference_accuracy": accuracy.item(),
-                           "train/reward_margin": (config.beta * margin).mean().item()}
-                report(progress, step, config.steps, metrics, history)
-        policy.eval()
-        return TrainResult(policy, metrics, history)
+
+    def setup(self, init: PolicyBundle, config: DPOConfig) -> Policy:
+        """A frozen copy of the init policy as the reference, another copy to train."""
+        self.reference = init.policy.clone()
+        return super().setup(init, config)
+
+    def columns(self, data: Dataset, config: DPOConfig) -> dict[str, np.ndarray]:
+        """Observations with the chosen and the rejected action."""
+        return {k: data.columns[k] for k in ("obs", "chosen", "rejected")}
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One step of the DPO loss on a batch of preference pairs."""
+        beta = self.config.beta
+        logp = torch.log_softmax(self.policy.network(batch["obs"]), dim=-1)
+        with torch.no_grad():
+            ref = torch.log_softmax(self.reference.network(batch["obs"]), dim=-1)
+        c, r = batch["chosen"].long().unsqueeze(1), batch["rejected"].long().unsqueeze(1)
+        margin = (logp.gather(1, c) - ref.gather(1, c)) - (logp.gather(1, r) - ref.gather(1, r))
+        loss = -F.logsigmoid(beta * margin).mean()
+        self.optimize(loss)
+        with torch.no_grad():
+            accuracy = (logp.gather(1, c) > logp.gather(1, r)).float().mean()
+        return {"train/dpo_loss": loss.item(), "train/preference_accuracy": accuracy.item(),
+                "train/reward_margin": (beta * margin).mean().item()}

@@ -23,11 +23,11 @@ from torch import nn
 from rlops_plugin.bundle.bundle import PolicyBundle
 from rlops_plugin.bundle.policy import sample_categorical
 from rlops_plugin.errors import ConfigError
-from rlops_plugin.simulation.rollouts import current_obs
 from rlops_plugin.experience.dataset import Dataset
 from rlops_plugin.local.threads import torch_threads
 from rlops_plugin.serving.guards import shield_active, shield_discrete
-from rlops_plugin.training.base import Progress, Trainer, TrainResult, report, seed_everything
+from rlops_plugin.simulation.rollouts import current_obs
+from rlops_plugin.training.base import Progress, Trainer, TrainingRun, TrainResult
 
 
 @dataclass
@@ -124,21 +124,12 @@ class PPOTrainer(Trainer):
 
     def train(self, init: PolicyBundle, data: Dataset | None, config: PPOConfig,
               progress: Progress | None = None) -> TrainResult:
-        if not init.policy.discrete:
-            raise ConfigError("sim_finetune supports Discrete action spaces")
-        if not 0.0 <= config.epsilon <= config.max_epsilon <= 1.0:
-            raise ConfigError(f"epsilon {config.epsilon} must lie in [0, max_epsilon={config.max_epsilon}]")
-        if config.constraint_penalty < 0:
-            raise ConfigError(f"constraint_penalty must be >= 0, got {config.constraint_penalty}")
-        if not 0.0 <= config.scenario_share <= 1.0:
-            raise ConfigError(f"scenario_share must lie in [0, 1], got {config.scenario_share}")
-        if config.select_every < 0 or (config.select_every and not config.constraint_suite):
-            raise ConfigError("select_every must be >= 0 and needs a constraint_suite to select by")
-        if not 0.0 <= config.edge_share <= 1.0:
-            raise ConfigError(f"edge_share must lie in [0, 1], got {config.edge_share}")
-        if config.max_rounds < 1 or (config.max_rounds > 1 and not config.select_every):
-            raise ConfigError("max_rounds must be >= 1; more than one round needs select_every to judge a round by")
-        rng = seed_everything(config.seed)
+        """Collect guarded rollouts and apply PPO updates (rounds and iterate selection as configured)."""
+        self.check(init, config)
+        updates = max(1, config.total_steps // (config.n_envs * config.rollout_steps))
+        per_update = config.n_envs * config.rollout_steps
+        run = TrainingRun.start(config.seed, updates * per_update * config.max_rounds, progress, every=1)
+        rng = run.rng
         spec = init.env_spec.replace(randomization=config.extra_randomization) if config.extra_randomization \
             else init.env_spec
         policy = init.policy.clone()
@@ -148,10 +139,6 @@ class PPOTrainer(Trainer):
         opt = torch.optim.Adam(params, lr=config.lr)
         runner = _Runner(spec, init, config, rng)
         selector = _Selector(init, config) if config.select_every else None
-        history: list[tuple[int, dict[str, float]]] = []
-        metrics: dict[str, float] = {}
-        updates = max(1, config.total_steps // (config.n_envs * config.rollout_steps))
-        per_update = config.n_envs * config.rollout_steps
         rounds = 0
         try:
             with torch_threads(config.torch_threads):
@@ -166,8 +153,7 @@ class PPOTrainer(Trainer):
                         metrics.update(runner.stats())
                         if selector is not None and (update % config.select_every == 0 or update == updates):
                             selector.consider(policy, done + update)
-                        report(progress, (done + update) * per_update, updates * per_update * config.max_rounds,
-                               metrics, history, every=1)
+                        run.record((done + update) * per_update, metrics)
                     if selector is None:
                         break
                     selected = selector.restore_best(policy)  # the next round starts from the best iterate
@@ -176,10 +162,26 @@ class PPOTrainer(Trainer):
         finally:
             runner.close()
         if selector is not None:
-            metrics.update(selector.restore_best(policy))
-            metrics["train/rounds"] = float(rounds)
-        policy.eval()
-        return TrainResult(policy, metrics, history)
+            run.metrics.update(selector.restore_best(policy))
+            run.metrics["train/rounds"] = float(rounds)
+        return run.result(policy)
+
+    def check(self, init: PolicyBundle, config: PPOConfig) -> None:
+        """Refuse non-Discrete policies and inconsistent guard, constraint and selection settings."""
+        if not init.policy.discrete:
+            raise ConfigError("sim_finetune supports Discrete action spaces")
+        if not 0.0 <= config.epsilon <= config.max_epsilon <= 1.0:
+            raise ConfigError(f"epsilon {config.epsilon} must lie in [0, max_epsilon={config.max_epsilon}]")
+        if config.constraint_penalty < 0:
+            raise ConfigError(f"constraint_penalty must be >= 0, got {config.constraint_penalty}")
+        if not 0.0 <= config.scenario_share <= 1.0:
+            raise ConfigError(f"scenario_share must lie in [0, 1], got {config.scenario_share}")
+        if config.select_every < 0 or (config.select_every and not config.constraint_suite):
+            raise ConfigError("select_every must be >= 0 and needs a constraint_suite to select by")
+        if not 0.0 <= config.edge_share <= 1.0:
+            raise ConfigError(f"edge_share must lie in [0, 1], got {config.edge_share}")
+        if config.max_rounds < 1 or (config.max_rounds > 1 and not config.select_every):
+            raise ConfigError("max_rounds must be >= 1; more than one round needs select_every to judge a round by")
 
 
 def _mlp(in_dim: int, hidden: list[int]) -> nn.Sequential:

@@ -1,11 +1,14 @@
-"""Every registered trainer passes the shared conformance check (rlops_register_trainers)."""
+"""Every registered trainer passes rlops_plugin.testing.check_trainer (rlops_register_trainers)."""
+
+import dataclasses
 
 import pytest
 
 from rlops_plugin import plugins
 from rlops_plugin.errors import ConfigError
-from rlops_plugin.training.base import field_docs, make_config
-from tests.training.conformance import check_trainer
+from rlops_plugin.testing import check_trainer
+from rlops_plugin.testing.trainers import left_leaning_init
+from rlops_plugin.training.base import GradientTrainer, field_docs, make_config
 
 TRAINERS = plugins.trainers().names()
 
@@ -22,8 +25,6 @@ def test_conformance(name, tmp_path):
 
 @pytest.mark.parametrize("name", TRAINERS)
 def test_every_config_field_is_documented(name):
-    import dataclasses
-
     cls = plugins.trainers().get(name).value
     docs = field_docs(cls.Config)
     missing = [f.name for f in dataclasses.fields(cls.Config) if not docs.get(f.name)]
@@ -38,3 +39,22 @@ def test_make_config_converts_and_refuses_unknown_keys():
         make_config(cls.Config, {"stepz": 1})
     with pytest.raises(ConfigError, match="cannot read 'ten' as int"):
         make_config(cls.Config, {"steps": "ten"})
+
+
+def test_gradient_trainer_records_every_n_steps_and_names_missing_config_fields():
+    @dataclasses.dataclass
+    class Short:
+        """Settings without batch_size or lr."""
+
+        steps: int = 3
+        """Steps."""
+
+    class Broken(GradientTrainer):
+        Config = Short
+        data_kind = "simulator"
+
+    with pytest.raises(ConfigError, match=r"needs the fields \['batch_size', 'lr', 'seed', 'torch_threads'\]"):
+        Broken().train(left_leaning_init(), None, Short())
+    bc = plugins.trainers().get("bc").value
+    with pytest.raises(ConfigError, match="needs a transitions dataset, got no dataset"):
+        bc().train(left_leaning_init(), None, bc.Config())
