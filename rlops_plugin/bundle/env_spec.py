@@ -23,6 +23,7 @@ from rlops_plugin.bundle.references import (
     module_source_sha256,
     split_reference,
 )
+from rlops_plugin.bundle.strict import load_dataclass
 from rlops_plugin.errors import ConfigError, PluginError
 
 FORMAT_VERSION = 1
@@ -103,12 +104,9 @@ class EnvSpec:
         version = data.pop("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise ConfigError(f"env_spec format_version {version} is not supported (expected {FORMAT_VERSION})")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"env_spec: unknown fields {sorted(unknown)}; known: {sorted(known)}")
-        data["wrappers"] = tuple(data.get("wrappers") or ())
-        return cls(**data)
+        if data.get("wrappers") is None:
+            data.pop("wrappers", None)
+        return load_dataclass(cls, data, "env_spec")
 
     def sha256(self) -> str:
         """Content hash of the spec."""

@@ -27,6 +27,7 @@ from rlops_plugin.bundle.references import (
     source_file_of,
     split_reference,
 )
+from rlops_plugin.bundle.strict import check_keys, load_dataclass
 from rlops_plugin.errors import ConfigError, IntegrityError
 
 FORMAT_VERSION = 1
@@ -121,12 +122,10 @@ class RewardSpec:
         version = data.pop("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise ConfigError(f"reward_spec format_version {version} is not supported")
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(data) - known:
-            raise ConfigError(f"reward_spec: unknown fields {sorted(set(data) - known)}")
+        check_keys(data, (f.name for f in dataclasses.fields(cls)), "reward_spec")  # typos before the hashes
         if not data.get("source_sha256") or not data.get("source_file"):
             raise ConfigError("reward_spec: stored specs must carry source_sha256 and source_file")
-        return cls(**data)
+        return load_dataclass(cls, data, "reward_spec")
 
     def sha256(self) -> str:
         """Content hash of the spec (which includes the source hash)."""

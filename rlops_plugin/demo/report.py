@@ -8,7 +8,6 @@ operator would find in the systems themselves.
 from __future__ import annotations
 
 import base64
-import html
 import json
 import time
 from pathlib import Path
@@ -215,34 +214,23 @@ def _short(policy_version: str) -> str:
 
 
 # ----- page --------------------------------------------------------------------------------------
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return (f'<figure><img class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-            f'<figcaption>{html.escape(alt)} (<a href="{path.name}">PNG</a>)</figcaption></figure>')
+def _plot(path: Path) -> dict[str, str]:
+    """A PNG for the page: inline as base64, and the file name for the link beside it."""
+    return {"data": base64.b64encode(path.read_bytes()).decode(), "name": path.name}
 
 
 def _page(result: Any, config: Any, monitoring: Any, events: list[Any], pngs: dict[str, Path], folder: Path) -> str:
-    e = html.escape
+    """The report page, rendered from ``templates/demo_report.html`` (every value escaped)."""
+    from rlops_plugin.audit.export import render_html
+
     uri = result.tracking_uri.rstrip("/")
     gates = [ev for ev in events if ev.kind == "gate"]
-    gate_html = ""
+    gate = None
     if gates:
-        gate = gates[-1]
-        rows = "".join(f"<tr><td>{e(c['name'])}</td><td class='{'pass' if c['passed'] else 'fail'}'>"
-                       f"{'PASS' if c['passed'] else 'FAIL'}</td><td>{e(c['reason'])}</td></tr>"
-                       for c in gate.details.get("checks", []))
-        gate_html = (f"<p>Candidate <code>{e(str(gate.details.get('candidate')))}</code> vs champion "
-                     f"<code>{e(str(gate.details.get('champion')))}</code>: <b>{e(gate.decision.upper())}</b></p>"
-                     f"<table><tr><th>check</th><th>result</th><th>reason</th></tr>{rows}</table>")
-    else:
-        gate_html = "<p>No gate ran (no retraining was triggered).</p>"
-    canary = canary_rows(events, result.challenger_version) if result.challenger_version else []
-    canary_html = "".join(f"<tr><td>{e(r['label'])}</td><td>{r['challenger']:.1f}</td><td>{r['champion']:.1f}</td>"
-                          f"<td>{r['diff']:+.1f} [{r['low']:+.1f}, {r['high']:+.1f}]</td>"
-                          f"<td>{int(r['n_challenger'])} / {int(r['n_champion'])}</td><td>{e(r['reason'])}</td></tr>"
-                          for r in canary)
+        details = gates[-1].details
+        gate = {"candidate": str(details.get("candidate")), "champion": str(details.get("champion")),
+                "decision": gates[-1].decision, "checks": details.get("checks", [])}
     reports = sorted((Path(result.root) / "monitoring").glob("*.html"))
-    report_links = " ".join(f'<a href="../monitoring/{p.name}">{e(p.stem)}</a>' for p in reports) or "none"
     links = [(f"{uri}/#/models/{result.model_name}", f"registered model {result.model_name} (versions, aliases, "
                                                      "lineage tags)")]
     experiment_ids = _experiment_ids(("rlops-demo", "rlops-training", "rlops-monitoring", "rlops-audit"))
@@ -251,61 +239,17 @@ def _page(result: Any, config: Any, monitoring: Any, events: list[Any], pngs: di
     if result.monitoring_run_id and "rlops-monitoring" in experiment_ids:
         links.append((f"{uri}/#/experiments/{experiment_ids['rlops-monitoring']}/runs/{result.monitoring_run_id}",
                       "the monitoring run (metrics per window, Evidently reports, trigger)"))
-    link_html = "".join(f'<li><a href="{e(href)}">{e(text)}</a></li>' for href, text in links)
-    timeline = "".join(f"<tr class='{e(ev.kind)}'><td>{time.strftime('%H:%M:%S', time.gmtime(ev.time))}</td>"
-                       f"<td>{e(ev.kind)}</td><td>{e(ev.model_version or '')}</td><td>{e(ev.decision)}</td>"
-                       f"<td>{e(ev.actor)}</td><td>{e(ev.reason)}</td></tr>" for ev in events)
-    stages = "".join(f"<tr><td>{e(k)}</td><td>{v:.1f} s</td></tr>" for k, v in result.stage_seconds.items())
-    r = result.returns
-    summary = (f"Champion v{e(result.initial_version)} served production traffic; the world changed "
-               f"({e(json.dumps(config.shift))}); the monitor "
-               + (f"fired <b>{e(config.trigger)}</b> on window {result.trigger_window}" if result.triggered
-                  else "saw no drift")
-               + (f"; the pipeline trained v{e(result.challenger_version)}" if result.challenger_version else "")
-               + (f"; gate <b>{'passed' if result.gate_passed else 'failed'}</b>" if result.gate_passed is not None
-                  else "")
-               + f"; outcome <b>{e(result.outcome)}</b>. Final champion: v{e(result.final_version)}.")
-    returns_line = ""
-    if r:
-        returns_line = (f"<p>Greedy evaluation on the same {config.final_eval_episodes} seeds: initial champion "
-                        f"{r['initial']['nominal']:.1f} (nominal) / {r['initial']['shifted']:.1f} (changed world); "
-                        f"final champion {r['final']['nominal']:.1f} / {r['final']['shifted']:.1f}.</p>")
-    return f"""<!doctype html><html><head><meta charset="utf-8">
-<title>rlops demo report: {e(result.model_name)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}img.plot{{max-width:100%;
-border:1px solid #ddd}}table{{border-collapse:collapse;margin:0.5em 0}}td,th{{border:1px solid #ccc;padding:3px 6px;
-font-size:13px;vertical-align:top}}th{{background:#f3f3f3}}td.pass{{color:#0a0}}td.fail{{color:#c00}}
-tr.promotion td{{background:#e9f7ef}}tr.rollback td{{background:#fdecea}}tr.trigger td{{background:#fff6e0}}
-figure{{margin:1em 0}}code{{background:#f6f6f6;padding:0 3px}}</style></head><body>
-<h1>rlops demo: the improvement loop of <code>{e(result.model_name)}</code></h1>
-<p>{summary}</p>{returns_line}
-<p>Wall time {result.wall_s:.0f} s (pipeline cycle {result.pipeline_wall_s:.0f} s). MLflow: <code>{e(uri)}</code>
-(the demo stopped the server it started; run <code>rlops mlflow start --root {e(str(Path(result.root) / 'mlflow'))}
---port {e(uri.rsplit(':', 1)[-1])}</code> to browse it again with these links).</p>
-<p id="plot-status">plots: {len(pngs)}</p>
-<h2>Reward over time by policy version</h2>{_img(pngs['returns'], 'Episode returns by policy version')}
-<h2>Drift per monitoring window</h2>{_img(pngs['drift'], 'Drift score over threshold per window')}
-<p>Evidently reports of drifted windows: {report_links}</p>
-<h2>Gate</h2>{gate_html}
-<h2>Canary</h2>{_img(pngs['canary'], 'Canary comparison with intervals')}
-<table><tr><th>look</th><th>challenger</th><th>champion</th><th>difference [interval]</th>
-<th>episodes (challenger / champion)</th><th>reason</th></tr>{canary_html}</table>
-<h2>Before and after</h2>{_img(pngs['champions'], 'Initial and final champion')}
-<h2>Audit trail</h2><p>Full trail with details: <a href="audit.html">audit.html</a> (also
-<a href="audit.json">audit.json</a>; <code>rlops audit {e(result.model_name)} --format html</code>).</p>
-<table><tr><th>time (UTC)</th><th>event</th><th>version</th><th>decision</th><th>actor</th><th>reason</th></tr>
-{timeline}</table>
-<h2>Links</h2><ul>{link_html}</ul>
-<h2>Stages</h2><table>{stages}</table>
-<h2>Configuration</h2><pre>{e(json.dumps(config.to_dict(), indent=2))}</pre>
-<script>
-// count the plots the browser actually decoded (a broken image has naturalWidth 0)
-window.addEventListener("load", () => {{
-  const imgs = [...document.querySelectorAll("img.plot")];
-  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
-  document.getElementById("plot-status").textContent = `plots: ${{ok}} of ${{imgs.length}} rendered`;
-}});
-</script></body></html>"""
+    timeline = [{"when": time.strftime("%H:%M:%S", time.gmtime(ev.time)), "kind": ev.kind,
+                 "version": ev.model_version or "", "decision": ev.decision, "actor": ev.actor, "reason": ev.reason}
+                for ev in events]
+    return render_html(
+        "demo_report.html", result=result, config=config, returns=result.returns, uri=uri,
+        shift=json.dumps(config.shift), mlflow_root=str(Path(result.root) / "mlflow"), port=uri.rsplit(":", 1)[-1],
+        plots={name: _plot(path) for name, path in pngs.items()},
+        reports=[(p.stem, f"../monitoring/{p.name}") for p in reports], gate=gate,
+        canary=canary_rows(events, result.challenger_version) if result.challenger_version else [],
+        timeline=timeline, links=links, stages=list(result.stage_seconds.items()),
+        config_json=json.dumps(config.to_dict(), indent=2))
 
 
 def _experiment_ids(names: tuple[str, ...]) -> dict[str, str]:

@@ -8,7 +8,9 @@ both halves of a pair are stored, the decisions are reconstructed from the reque
 observations and our predictor's response (decision ids, actions, propensities, versions)
 and inserted if absent, so a predictor that also logs directly is never double-counted.
 
-Events of type ``rlops.feedback`` (binary or structured mode) carry feedback objects.
+Events of type ``rlops.feedback`` (binary or structured mode) carry feedback objects. Both modes are
+parsed by the CloudEvents SDK (``cloudevents.http.from_http``); this module adds errors that name the
+missing attribute and the reconstruction of decisions.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from cloudevents.exceptions import DataUnmarshallerError, GenericException
+from cloudevents.http import CloudEvent, from_http
 
 from rlops_plugin.errors import InvalidObservationError
 from rlops_plugin.experience.feedback import parse_feedback_body
@@ -27,41 +31,40 @@ from rlops_plugin.experience.store import ExperienceStore
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 FEEDBACK_TYPE = "rlops.feedback"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+REQUIRED_ATTRIBUTES = ("id", "type", "source", "specversion")
+MAX_ERROR_CHARS = 300
 
 
-def parse_cloudevent(headers: Mapping[str, str], body: bytes) -> tuple[dict[str, str], Any]:
-    """Attributes and data of a binary- or structured-mode CloudEvent; field-named errors."""
+def parse_cloudevent(headers: Mapping[str, str], body: bytes) -> CloudEvent:
+    """A binary- or structured-mode CloudEvent parsed by the CloudEvents SDK; field-named errors."""
     lower = {k.lower(): v for k, v in headers.items()}
-    content_type = lower.get("content-type", "")
+    structured = lower.get("content-type", "").startswith(STRUCTURED_CONTENT_TYPE)
+    if not structured:  # the SDK reads a request lacking any ce- header as structured: name the header here
+        _require({name: lower.get(f"ce-{name}") for name in REQUIRED_ATTRIBUTES}, "header ce-{}")
     try:
-        if content_type.startswith("application/cloudevents+json"):
-            envelope = json.loads(body)
-            if not isinstance(envelope, dict):
-                raise InvalidObservationError("cloudevent: structured event must be a JSON object")
-            attrs = {k: str(v) for k, v in envelope.items() if k != "data"}
-            return attrs, envelope.get("data")
-        attrs = {k[3:]: v for k, v in lower.items() if k.startswith("ce-")}
-        return attrs, json.loads(body) if body else None
-    except json.JSONDecodeError as exc:
-        raise InvalidObservationError(f"cloudevent: data is not valid JSON ({exc})") from None
+        event = from_http(lower, body, data_unmarshaller=_json_data)
+    except DataUnmarshallerError as exc:  # raised while handling the decoder's error: report that one
+        raise InvalidObservationError(f"cloudevent: data is not valid JSON ({exc.__context__ or exc})") from None
+    except (GenericException, ValueError) as exc:  # SDK messages may quote the body: keep them short
+        raise InvalidObservationError(f"cloudevent: {str(exc)[:MAX_ERROR_CHARS]}") from None
+    _require({name: event.get(name) for name in REQUIRED_ATTRIBUTES}, "field {}" if structured else "header ce-{}")
+    return event
 
 
 def ingest_cloudevent(store: ExperienceStore, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
     """Store one CloudEvent; returns what happened (for the HTTP response)."""
-    attrs, data = parse_cloudevent(headers, body)
-    for required in ("id", "type", "source"):
-        if not attrs.get(required):
-            raise InvalidObservationError(f"cloudevent: attribute '{required}' is required (header ce-{required})")
-    ce_type = attrs["type"]
+    event = parse_cloudevent(headers, body)
+    ce_id, ce_type, data = str(event["id"]), str(event["type"]), event.get_data()
     if ce_type == FEEDBACK_TYPE:
-        events = parse_feedback_body(data, idempotency_key=f"ce:{attrs['source']}:{attrs['id']}"
+        events = parse_feedback_body(data, idempotency_key=f"ce:{event['source']}:{ce_id}"
                                      if not isinstance(data, list) else None)
         return {"type": ce_type, "feedback": store.add_feedback(events)}
     if ce_type not in (REQUEST_TYPE, RESPONSE_TYPE):
         raise InvalidObservationError(f"cloudevent: type {ce_type!r} is not a KServe logger event or {FEEDBACK_TYPE}")
-    model = attrs.get("inferenceservicename") or attrs.get("component") or "unknown"
-    status = store.add_logger_events([(attrs["id"], ce_type, model, body)])[0]
-    pair = {t: b for cid, t, _m, b in store.logger_events() if cid == attrs["id"]}
+    model = str(event.get("inferenceservicename") or event.get("component") or "unknown")
+    status = store.add_logger_events([(ce_id, ce_type, model, json.dumps(data).encode())])[0]
+    pair = {t: b for cid, t, _m, b in store.logger_events() if cid == ce_id}
     decisions = 0
     if REQUEST_TYPE in pair and RESPONSE_TYPE in pair:
         batch = batch_from_logged_pair(model, json.loads(pair[REQUEST_TYPE]), json.loads(pair[RESPONSE_TYPE]))
@@ -69,6 +72,18 @@ def ingest_cloudevent(store: ExperienceStore, headers: Mapping[str, str], body: 
             store.log_decisions_if_absent(batch)
             decisions = batch.n
     return {"type": ce_type, "status": status, "decisions": decisions}
+
+
+def _json_data(raw: str | bytes | None) -> Any:
+    """The event's data as JSON (no data: None); the SDK wraps a decoding error in ``DataUnmarshallerError``."""
+    return json.loads(raw) if raw else None
+
+
+def _require(attributes: Mapping[str, Any], where: str) -> None:
+    """Refuse a missing or empty required attribute, naming it and where it is read from."""
+    for name, value in attributes.items():
+        if value is None or value == "":
+            raise InvalidObservationError(f"cloudevent: attribute '{name}' is required ({where.format(name)})")
 
 
 def batch_from_logged_pair(model: str, request: Any, response: Any) -> DecisionBatch | None:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from rlops_plugin.bundle.hashing import sha256_json
+from rlops_plugin.bundle.strict import check_keys
 from rlops_plugin.errors import InvalidObservationError
 from rlops_plugin.experience.records import FEEDBACK_KINDS, FeedbackEvent, split_decision_id
 
@@ -23,11 +24,7 @@ MAX_KEY_LENGTH = 200
 def parse_feedback(item: Any, where: str = "feedback", idempotency_key: str | None = None,
                    now: float | None = None) -> FeedbackEvent:
     """Validate one JSON feedback object and return the event (raises with the field named)."""
-    if not isinstance(item, Mapping):
-        raise InvalidObservationError(f"{where}: must be a JSON object, got {type(item).__name__}")
-    unknown = set(item) - _FIELDS
-    if unknown:
-        raise InvalidObservationError(f"{where}: unknown fields {sorted(unknown)}; allowed: {sorted(_FIELDS)}")
+    check_keys(item, _FIELDS, where, InvalidObservationError)
     decision = item.get("decision_id")
     if not isinstance(decision, str) or not decision:
         raise InvalidObservationError(f"{where}.decision_id: required string")

@@ -6,12 +6,14 @@ retry), so bad input never surfaces as a 500.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from rlops_plugin.bundle.strict import load_dataclass
 from rlops_plugin.errors import ConfigError, InvalidObservationError, RLOpsError
 from rlops_plugin.experience.cloudevents import ingest_cloudevent
 from rlops_plugin.experience.feedback import parse_feedback_body
@@ -26,6 +28,16 @@ def json_response(data: Any, status_code: int = 200) -> Response:
     """A JSON response serialized with orjson (NaN becomes null)."""
     return Response(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status_code,
                     media_type="application/json")
+
+
+@dataclass(frozen=True)
+class ConfigureRequest:
+    """Body of ``POST /rlops/v1/models/{name}/configure``: what to change (absent: unchanged)."""
+
+    model_uri: str | None = None
+    challenger_uri: str | None = None
+    routing: dict[str, Any] | None = None
+    exploration: dict[str, Any] | None = None
 
 
 class BodyLimitMiddleware:
@@ -146,20 +158,17 @@ def install(app: FastAPI, models: dict[str, Any], store: ExperienceStore | None,
         if model is None:
             return bad(f"model {name!r} not found; served: {sorted(models)}", 404)
         try:
-            body = await read_json(request)
-            if not isinstance(body, dict):
-                raise InvalidObservationError("body: JSON object expected")
-            unknown = set(body) - {"model_uri", "challenger_uri", "routing", "exploration"}
-            if unknown:
-                raise InvalidObservationError(f"body: unknown fields {sorted(unknown)}")
-            routing = RoutingConfig(**body["routing"]) if body.get("routing") else None
-            exploration = ExplorationConfig(**body["exploration"]) if body.get("exploration") else None
+            body = load_dataclass(ConfigureRequest, await read_json(request), "body", InvalidObservationError)
+            routing = load_dataclass(RoutingConfig, body.routing, "routing", InvalidObservationError) \
+                if body.routing else None
+            exploration = load_dataclass(ExplorationConfig, body.exploration, "exploration",
+                                         InvalidObservationError) if body.exploration else None
             import asyncio
 
             result = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: model.reconfigure(challenger_uri=body.get("challenger_uri"), routing=routing,
-                                                exploration=exploration, model_uri=body.get("model_uri")))
-        except (InvalidObservationError, ConfigError, TypeError) as exc:
+                None, lambda: model.reconfigure(challenger_uri=body.challenger_uri, routing=routing,
+                                                exploration=exploration, model_uri=body.model_uri))
+        except (InvalidObservationError, ConfigError) as exc:
             return bad(str(exc))
         except RLOpsError as exc:
             return bad(f"{type(exc).__name__}: {exc}", 422)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from rlops_plugin.bundle.strict import check_keys
 from rlops_plugin.errors import InvalidObservationError
 
 INSTANCE_FIELDS = {"obs", "mask", "episode_id", "step", "routing_key", "context"}
@@ -45,9 +46,7 @@ def parse_v1(body: Any, obs_dim: int, n_actions: int | None, max_batch: int) -> 
         raise InvalidObservationError("request body must be JSON (Content-Type: application/json)")
     if not isinstance(body, Mapping):
         raise InvalidObservationError(f"request body must be a JSON object, got {type(body).__name__}")
-    extra = set(body) - {"instances", "parameters"}
-    if extra:
-        raise InvalidObservationError(f"unknown top-level fields {sorted(extra)}; expected 'instances'")
+    check_keys(body, ("instances", "parameters"), "request body", InvalidObservationError, noun="top-level fields")
     instances = body.get("instances")
     if not isinstance(instances, list):
         raise InvalidObservationError("instances: required list of observations")
@@ -68,12 +67,7 @@ def parse_v1(body: Any, obs_dim: int, n_actions: int | None, max_batch: int) -> 
             continue
         if not isinstance(item, Mapping):
             raise InvalidObservationError(f"{where}: must be a list of numbers or an object with 'obs'")
-        unknown = set(item) - INSTANCE_FIELDS
-        if unknown:
-            raise InvalidObservationError(
-                f"{where}: unknown fields {sorted(unknown)}; allowed {sorted(INSTANCE_FIELDS)}")
-        if "obs" not in item:
-            raise InvalidObservationError(f"{where}.obs: required")
+        check_keys(item, INSTANCE_FIELDS, where, InvalidObservationError, required=("obs",))
         rows.append(item["obs"])
         mask = item.get("mask")
         if mask is not None:
@@ -117,9 +111,7 @@ def parse_v1(body: Any, obs_dim: int, n_actions: int | None, max_batch: int) -> 
 def parse_v2(request: Any, obs_dim: int, n_actions: int | None, max_batch: int) -> DecisionRequest:
     """Validate a v2 ``InferRequest``."""
     inputs = {inp.name: inp for inp in request.inputs}
-    unknown = set(inputs) - V2_INPUTS
-    if unknown:
-        raise InvalidObservationError(f"inputs: unknown names {sorted(unknown)}; allowed {sorted(V2_INPUTS)}")
+    check_keys(inputs, V2_INPUTS, "inputs", InvalidObservationError, noun="names")
     if "obs" not in inputs:
         raise InvalidObservationError("inputs: an input named 'obs' is required")
     obs_input = inputs["obs"]
