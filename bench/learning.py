@@ -33,14 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, machine  # noqa: E402
 
 from rlops_plugin import EnvSpec, PolicyBundle, flavor  # noqa: E402
-from rlops_plugin.simulation.rollouts import rollout  # noqa: E402
 from rlops_plugin.experience.dataset import Dataset, build_transitions  # noqa: E402
 from rlops_plugin.experience.store import open_store  # noqa: E402
 from rlops_plugin.serving.process import PolicyServerProcess  # noqa: E402
-from rlops_plugin.training.expert import cartpole_heuristic, distill_cartpole_heuristic  # noqa: E402
+from rlops_plugin.simulation.rollouts import rollout  # noqa: E402
 from rlops_plugin.simulation.traffic import DecisionClient, simulate  # noqa: E402
 from rlops_plugin.training.cql import CQLConfig, CQLTrainer  # noqa: E402
 from rlops_plugin.training.dpo import DPOConfig, DPOTrainer  # noqa: E402
+from rlops_plugin.training.expert import cartpole_heuristic, distill_cartpole_heuristic  # noqa: E402
 
 EVAL_SEEDS = list(range(50_000, 50_020))
 CARTPOLE = EnvSpec(id="CartPole-v1")

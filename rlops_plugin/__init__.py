@@ -1,7 +1,6 @@
 """rlops-plugin: the reinforcement-learning improvement loop for MLflow, Kubeflow and KServe."""
 
 from rlops_plugin._version import __version__  # noqa: E402
-
 from rlops_plugin.hookspecs import hookimpl  # noqa: E402
 
 __all__ = ["__version__", "hookimpl"]

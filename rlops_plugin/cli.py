@@ -14,7 +14,9 @@ from typing import Any
 
 import click
 
-from rlops_plugin import __version__
+from rlops_plugin._version import __version__
+from rlops_plugin.clitypes import KeyValue, json_or_text, number, number_range
+from rlops_plugin.defaults import EVAL_EPISODES, EVAL_SEED, EXPERIMENT, JOIN_GRACE_S, JOIN_WINDOW_S
 from rlops_plugin.errors import RLOpsError
 
 
@@ -201,23 +203,17 @@ def dataset() -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output dataset directory.")
 @click.option("--kind", type=click.Choice(["transitions", "preferences"]), default="transitions", show_default=True)
 @click.option("--policy-version", "policy_versions", multiple=True, help="Only decisions of these versions.")
-@click.option("--window", "window_s", type=float, default=3600.0, show_default=True,
+@click.option("--window", "window_s", type=float, default=JOIN_WINDOW_S, show_default=True,
               help="Join window in seconds; later feedback is late.")
-@click.option("--grace", "grace_s", type=float, default=300.0, show_default=True,
+@click.option("--grace", "grace_s", type=float, default=JOIN_GRACE_S, show_default=True,
               help="Seconds unknown-id feedback waits before it is orphaned.")
 def dataset_build(store: str, model_name: str, bundle_uri: str, out: str, kind: str, policy_versions: tuple[str, ...],
                   window_s: float, grace_s: float) -> None:
     """Extract transitions or preference pairs and write a versioned Parquet dataset."""
-    from rlops_plugin.experience.dataset import build_preferences, build_transitions
-    from rlops_plugin.experience.join import JoinConfig
-    from rlops_plugin.experience.store import open_store
-    from rlops_plugin.flavor import load_model
+    from rlops_plugin.lifecycle import build_dataset
 
-    bundle = load_model(bundle_uri)
-    build = build_transitions if kind == "transitions" else build_preferences
-    with open_store(store) as experience:
-        data = build(experience, model_name, bundle, policy_versions=list(policy_versions) or None,
-                     join=JoinConfig(window_s=window_s, grace_s=grace_s))
+    data = build_dataset(store, bundle_uri, kind=kind, served_model=model_name,
+                         policy_versions=list(policy_versions) or None, window_s=window_s, grace_s=grace_s)
     path = data.save(out)
     click.echo(f"{kind}: {len(data)} rows from {data.manifest['decisions']} decisions -> {path}")
     click.echo(f"digest {data.digest}; excluded {json.dumps(data.manifest['excluded'])}; "
@@ -230,26 +226,15 @@ def dataset_build(store: str, model_name: str, bundle_uri: str, out: str, kind: 
 @click.option("--bundle", "bundle_uri", required=True,
               help="Model URI whose EnvSpec declares the calibration parameters (e.g. models:/NAME@champion).")
 @click.option("--recent", type=int, default=None, help="Fit only the newest N transitions (default: all).")
-@click.option("--param", "params", multiple=True, metavar="NAME=LOW:HIGH",
+@click.option("--param", "params", multiple=True, type=KeyValue(number_range, "NAME=LOW:HIGH", "write NAME=LOW:HIGH"),
               help="Parameter and plausible range to fit instead of the EnvSpec's declaration (repeatable).")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write the fit as JSON here.")
-def calibrate_cmd(dataset_dir: str, bundle_uri: str, recent: int | None, params: tuple[str, ...],
+def calibrate_cmd(dataset_dir: str, bundle_uri: str, recent: int | None, params: tuple[tuple[str, Any], ...],
                   out: str | None) -> None:
     """Fit the simulator's physics to logged transitions (system identification); print the fit."""
-    from rlops_plugin.experience.dataset import Dataset
-    from rlops_plugin.flavor import load_model
-    from rlops_plugin.simulation.calibration import calibrate_dataset
+    from rlops_plugin.lifecycle import calibrate
 
-    ranges = {}
-    for item in params:
-        name, _, span = item.partition("=")
-        low, _, high = span.partition(":")
-        try:
-            ranges[name.strip()] = {"low": float(low), "high": float(high)}
-        except ValueError:
-            raise click.BadParameter(f"{item!r}: write NAME=LOW:HIGH with numbers", param_hint="--param") from None
-    bundle = load_model(bundle_uri)
-    fit = calibrate_dataset(bundle.env_spec, Dataset.load(dataset_dir), recent=recent, params=ranges or None)
+    fit = calibrate(dataset_dir, bundle_uri, recent=recent, params=dict(params) or None)
     text = json.dumps(fit.to_dict(), indent=2)
     if out:
         Path(out).write_text(text)
@@ -262,24 +247,19 @@ def calibrate_cmd(dataset_dir: str, bundle_uri: str, recent: int | None, params:
 @click.option("--init", "init_uri", required=True, help="Warm start, e.g. models:/NAME@champion.")
 @click.option("--dataset", "dataset_dir", default=None, type=click.Path(exists=True, file_okay=False),
               help="Dataset directory (not for simulator trainers).")
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Trainer config values.")
+@click.option("--set", "settings", multiple=True, type=KeyValue(), help="Trainer config values.")
 @click.option("--register", "register_as", default=None, help="Register the result under this model name.")
 @click.option("--allow-mismatch", is_flag=True, help="Train on data built under another env or reward hash.")
-@click.option("--eval-episodes", type=int, default=20, show_default=True)
-@click.option("--experiment", default="rlops-training", show_default=True)
-def train_cmd(trainer: str, init_uri: str, dataset_dir: str | None, settings: tuple[str, ...],
+@click.option("--eval-episodes", type=int, default=EVAL_EPISODES, show_default=True)
+@click.option("--experiment", default=EXPERIMENT, show_default=True)
+def train_cmd(trainer: str, init_uri: str, dataset_dir: str | None, settings: tuple[tuple[str, str], ...],
               register_as: str | None, allow_mismatch: bool, eval_episodes: int, experiment: str) -> None:
     """Update a policy from the deployed checkpoint and register it with its lineage."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from rlops_plugin.training.train import train
+    from rlops_plugin.lifecycle import train
 
-    config = {}
-    for item in settings:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
-        config[key] = value
+    config = dict(settings)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn()) as bar:
         task = bar.add_task(trainer, total=None, info="")
@@ -302,29 +282,21 @@ def train_cmd(trainer: str, init_uri: str, dataset_dir: str | None, settings: tu
 
 @main.command("evaluate")
 @click.argument("model_uri")
-@click.option("--episodes", type=int, default=20, show_default=True)
-@click.option("--seed", type=int, default=20_000, show_default=True, help="First episode seed.")
+@click.option("--episodes", type=int, default=EVAL_EPISODES, show_default=True)
+@click.option("--seed", type=int, default=EVAL_SEED, show_default=True, help="First episode seed.")
 @click.option("--scenarios", multiple=True, help="Scenario suite (registered name or JSON file); repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 def evaluate_cmd(model_uri: str, episodes: int, seed: int, scenarios: tuple[str, ...], as_json: bool) -> None:
     """Roll MODEL_URI out on fixed seeds and run scenario suites; print returns with 95% CIs."""
-    from rlops_plugin.simulation.rollouts import rollout
-    from rlops_plugin.simulation.scenarios import ScenarioSuite, run_suite
-    from rlops_plugin.flavor import load_model_with_source
+    from rlops_plugin.lifecycle import evaluate
 
-    loaded = load_model_with_source(model_uri)
-    bundle = loaded.bundle
-    summary = rollout(bundle.policy, bundle.env_spec, range(seed, seed + episodes),
-                      reward_spec=bundle.reward_spec).summary()
-    report: dict[str, Any] = {"model": loaded.policy_version, "rollouts": summary, "scenarios": {}}
-    for ref in scenarios:
-        suite = ScenarioSuite.load(ref)
-        report["scenarios"][suite.name] = [r.to_dict() for r in run_suite(bundle.policy, bundle.env_spec, suite,
-                                                                            bundle.reward_spec)]
+    evaluation = evaluate(model_uri, episodes=episodes, seed=seed, scenarios=scenarios)
+    report = evaluation.to_dict()
+    summary = evaluation.rollouts
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(f"{loaded.policy_version}: return {summary['return_mean']:.1f} "
+    click.echo(f"{evaluation.policy_version}: return {summary['return_mean']:.1f} "
                f"[{summary['return_ci_low']:.1f}, {summary['return_ci_high']:.1f}] over {episodes} episodes, "
                f"length {summary['length_mean']:.1f}")
     for suite, results in report["scenarios"].items():
@@ -348,8 +320,9 @@ def evaluate_cmd(model_uri: str, episodes: int, seed: int, scenarios: tuple[str,
 def gate_cmd(candidate_uri: str, champion_uri: str | None, policy_file: str | None, scenarios: tuple[str, ...],
              margin: float | None, episodes: int | None, ope_store: str | None, record: bool) -> None:
     """Decide whether CANDIDATE_URI may replace the champion; exit 1 when it may not."""
-    from rlops_plugin.evaluation.gate import GatePolicy, audit_gate, gate, record_gate
+    from rlops_plugin.evaluation.gate import GatePolicy
     from rlops_plugin.flavor import load_model_with_source
+    from rlops_plugin.lifecycle import gate
 
     data = json.loads(Path(policy_file).read_text()) if policy_file else {}
     if scenarios:
@@ -363,16 +336,11 @@ def gate_cmd(candidate_uri: str, champion_uri: str | None, policy_file: str | No
         data.setdefault("checks", GatePolicy().checks + ["ope"])
     candidate = load_model_with_source(candidate_uri)
     champion = load_model_with_source(champion_uri) if champion_uri else None
-    result = gate(candidate, champion, GatePolicy.from_dict(data))
+    result = gate(candidate, champion, GatePolicy.from_dict(data), record=record)
     for check in result.checks:
         click.echo(f"  {'PASS' if check.passed else 'FAIL'} {check.name}: {check.reason}")
     click.secho(f"gate {'PASSED' if result.passed else 'FAILED'}: {result.candidate} vs {result.champion}",
                 fg="green" if result.passed else "red")
-    if record and candidate.version:
-        record_gate(result, candidate.name, candidate.version)
-    audit_name = candidate.name or (champion.name if champion else None)
-    if record and audit_name:
-        audit_gate(result, audit_name, candidate.version, candidate_uri=candidate_uri)
     sys.exit(0 if result.passed else 1)
 
 
@@ -389,18 +357,16 @@ def gate_cmd(candidate_uri: str, champion_uri: str | None, policy_file: str | No
 def promote(name: str, deployment: str, target_uri: str, store: str, policy_file: str | None,
             served_model: str | None, max_polls: int | None) -> None:
     """Take NAME@challenger through shadow and canary steps to promotion or rollback."""
-    from rlops_plugin.deploy.analysis import PromotionPolicy
-    from rlops_plugin.deploy.promotion import PromotionController, target_for
+    from rlops_plugin.lifecycle import promote as promote_challenger
 
     data = json.loads(Path(policy_file).read_text()) if policy_file else {}
-    controller = PromotionController(name, deployment, target_for(target_uri), store, PromotionPolicy(**data),
-                                     served_model=served_model)
 
     def show(action: Any) -> None:
         if action.changed or action.test is not None:
             click.echo(f"[{action.state} {action.fraction:.0%}] {action.reason}")
 
-    final = controller.run(max_polls=max_polls, on_action=show)
+    final, _ = promote_challenger(name, deployment, target_uri, store, data, served_model=served_model,
+                                  max_polls=max_polls, on_action=show)
     click.secho(f"{name}: {final.state} — {final.reason}", fg="green" if final.state == "promoted" else "yellow")
     sys.exit(0 if final.state in ("promoted", "rolled_back") else 3)
 
@@ -411,18 +377,9 @@ def promote(name: str, deployment: str, target_uri: str, store: str, policy_file
 @click.option("--target", "target_uri", default="rlops-local", show_default=True)
 def rollback(name: str, deployment: str | None, target_uri: str) -> None:
     """Point NAME@champion back at NAME@previous (one command), and the deployment with it."""
-    from rlops_plugin.audit.events import AuditEvent, record_event
-    from rlops_plugin.deploy.promotion import target_for
-    from rlops_plugin.flavor import get_alias_version
-    from rlops_plugin.flavor import rollback as registry_rollback
+    from rlops_plugin.lifecycle import rollback as rollback_champion
 
-    before = get_alias_version(name, "champion")
-    restored = registry_rollback(name)
-    if deployment:
-        target_for(target_uri).configure(deployment, f"models:/{name}/{restored}", None, "off", 0.0)
-    record_event(AuditEvent("rollback", name, restored, decision="rolled_back",
-                            reason=f"manual rollback: champion {before} -> {restored}",
-                            details={"deployment": deployment, "from": before, "to": restored}))
+    before, restored = rollback_champion(name, deployment=deployment, target=target_uri)
     click.echo(f"{name}@champion: {before} -> {restored} (previous = {before})")
 
 
@@ -433,7 +390,7 @@ def rollback(name: str, deployment: str | None, target_uri: str) -> None:
 @click.option("--note", default="", help="Why.")
 def approve(name: str, version: str, actor: str | None, note: str) -> None:
     """Approve NAME VERSION for full promotion (recorded with who and when)."""
-    from rlops_plugin.audit.approvals import approve as approve_version
+    from rlops_plugin.lifecycle import approve as approve_version
 
     event = approve_version(name, version, actor, note)
     click.echo(f"{name} version {version} approved by {event.actor} at {event.details['rlops.approval.at']}")
@@ -482,22 +439,16 @@ def pipeline() -> None:
     """Kubeflow pipelines: compile, run locally with kfp.local, submit to a cluster."""
 
 
-def _pipeline_arguments(model: str, store: str, deployment: str | None, trainer: str, args: tuple[str, ...]
-                        ) -> dict[str, Any]:
+PIPELINE_ARG = KeyValue(json_or_text, hint="JSON values; *_json parameters take the JSON text as is")
+
+
+def _pipeline_arguments(model: str, store: str, deployment: str | None, trainer: str,
+                        args: tuple[str | tuple[str, Any], ...]) -> dict[str, Any]:
+    """The pipeline's arguments: the named options plus each ``--arg KEY=VALUE``."""
     arguments: dict[str, Any] = {"model_name": model, "store": store, "trainer": trainer}
     if deployment:
         arguments["deployment"] = deployment
-    for item in args:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--arg")
-        if key.endswith("_json"):  # these parameters are JSON text: pass it as it is
-            arguments[key] = value
-            continue
-        try:
-            arguments[key] = json.loads(value)
-        except json.JSONDecodeError:
-            arguments[key] = value
+    arguments.update(PIPELINE_ARG.convert(item, None, None) for item in args)
     return arguments
 
 
@@ -517,7 +468,7 @@ def pipeline_compile(out: str) -> None:
 @click.option("--store", envvar="RLOPS_STORE", required=True)
 @click.option("--deployment", default=None, help="Local deployment to canary the challenger on.")
 @click.option("--trainer", default="cql", show_default=True)
-@click.option("--arg", "args", multiple=True, metavar="KEY=VALUE",
+@click.option("--arg", "args", multiple=True, type=PIPELINE_ARG,
               help="Other pipeline parameters (JSON values; *_json ones take the JSON text as is).")
 @click.option("--pipeline-root", default=".rlops/kfp", show_default=True)
 @click.option("--pipeline", "pipeline_name", type=click.Choice(["continuous_improvement", "monitor_and_improve"]),
@@ -539,7 +490,7 @@ def pipeline_run(local_run: bool, model: str, store: str, deployment: str | None
 @click.option("--store", envvar="RLOPS_STORE", required=True, help="Store URL reachable from the cluster.")
 @click.option("--deployment", default=None)
 @click.option("--trainer", default="cql", show_default=True)
-@click.option("--arg", "args", multiple=True, metavar="KEY=VALUE")
+@click.option("--arg", "args", multiple=True, type=PIPELINE_ARG)
 @click.option("--experiment", default="rlops", show_default=True)
 @click.option("--cron", default=None, help="Cron expression: create a recurring run (scheduled retraining).")
 @click.option("--namespace", default=None)
@@ -603,15 +554,8 @@ def demo(fast: bool, root: str, tracking_uri: str | None, store: str | None, mod
     """Run the whole improvement loop locally and write an HTML report with an audit trail."""
     from rlops_plugin.demo import DemoConfig, run_demo
 
-    changes = {}
-    for part in filter(None, shift.split(",")):
-        key, sep, value = part.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{part!r}: write ATTR=VALUE", param_hint="--shift")
-        try:
-            changes[key.strip()] = float(value)
-        except ValueError:
-            raise click.BadParameter(f"{part!r}: VALUE must be a number", param_hint="--shift") from None
+    shift_item = KeyValue(number, "ATTR=VALUE", "write ATTR=VALUE")
+    changes = dict(shift_item.convert(part, None, None) for part in filter(None, shift.split(",")))
     result = run_demo(root, DemoConfig.preset(fast, model_name=model_name, shift=changes, seed=seed), tracking_uri,
                       store)
     r = result.returns

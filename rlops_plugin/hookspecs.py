@@ -20,11 +20,27 @@ hookimpl = pluggy.HookimplMarker("rlops")
 Register = Callable[..., None]
 
 
+def register_keywords(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare the keywords a ``rlops_register_*`` hook's ``register`` accepts besides ``description``.
+
+    The plugin manager refuses any other keyword, naming the hook and the keyword (a typo such as
+    ``max_episode_step=5`` must not be accepted and ignored); a test checks each docstring's
+    ``register(...)`` signature against this declaration.
+    """
+
+    def mark(spec: Callable[..., Any]) -> Callable[..., Any]:
+        spec.register_keywords = frozenset(names)  # type: ignore[attr-defined]
+        return spec
+
+    return mark
+
+
 @hookspec
+@register_keywords("derived_params", "max_episode_steps")
 def rlops_register_envs(register: Register) -> None:
     """Register environments by name.
 
-    Call ``register(name, factory=None, *, derived_params=None, description="")``:
+    Call ``register(name, factory=None, *, derived_params=None, max_episode_steps=None, description="")``:
     ``factory(**kwargs) -> gymnasium.Env`` builds the env (leave it ``None`` to attach
     metadata to an existing gymnasium id); ``derived_params(unwrapped_env)`` recomputes
     attributes derived from physical parameters after domain randomization changed them
@@ -34,6 +50,7 @@ def rlops_register_envs(register: Register) -> None:
 
 
 @hookspec
+@register_keywords()
 def rlops_register_rewards(register: Register) -> None:
     """Register reward functions by name.
 
@@ -46,6 +63,7 @@ def rlops_register_rewards(register: Register) -> None:
 
 
 @hookspec
+@register_keywords()
 def rlops_register_architectures(register: Register) -> None:
     """Register policy network architectures by name.
 
@@ -72,6 +90,7 @@ def rlops_shield(observation: Any, action: Any, context: dict[str, Any]) -> Any:
 
 
 @hookspec
+@register_keywords()
 def rlops_register_trainers(register: Register) -> None:
     """Register policy-update algorithms by name.
 
@@ -85,6 +104,7 @@ def rlops_register_trainers(register: Register) -> None:
 
 
 @hookspec
+@register_keywords()
 def rlops_register_scenarios(register: Register) -> None:
     """Register safety and red-team scenario suites by name.
 
@@ -96,6 +116,7 @@ def rlops_register_scenarios(register: Register) -> None:
 
 
 @hookspec
+@register_keywords()
 def rlops_register_gate_checks(register: Register) -> None:
     """Register promotion-gate checks by name.
 
@@ -108,13 +129,16 @@ def rlops_register_gate_checks(register: Register) -> None:
 
 
 @hookspec
+@register_keywords("settings")
 def rlops_register_monitors(register: Register) -> None:
     """Register drift monitors by name.
 
-    Call ``register(name, monitor_factory, *, description="")``; the factory takes the monitor's
+    Call ``register(name, monitor_factory, *, settings=None, description="")``; the factory takes the monitor's
     config dict and returns an object with ``signal`` (what it watches) and
     ``evaluate(reference, current) -> MonitorResult`` computed with Evidently over two windows of
-    decision-log data. ``rlops monitor`` runs the monitors its config names. Results: all calls
+    decision-log data. ``rlops monitor`` runs the monitors its config names. The config dict holds
+    the monitor's own ``settings`` (``SignalConfig.settings``) when some are given; pass
+    ``settings=("key", ...)`` to ``register`` to have unknown keys refused. Results: all calls
     contribute; names are unique.
     """
 
@@ -127,6 +151,35 @@ def rlops_on_trigger(event: Any) -> Any:
     evidence, time). Return anything describing what was done (for instance a pipeline run id) or
     ``None``. All implementations are called; results are collected in a list and recorded with
     the event.
+    """
+
+
+@hookspec
+@register_keywords("settings", "needs_arg")
+def rlops_register_trigger_actions(register: Register) -> None:
+    """Register retraining-trigger actions by name (what ``rlops monitor --on-trigger NAME[:ARG]`` runs).
+
+    Call ``register(name, action, *, description="", settings=None, needs_arg="")`` where
+    ``action(event, arg=None, **settings) -> Any`` handles one ``TriggerEvent`` after the
+    ``rlops_on_trigger`` hooks: ``arg`` is the text after the first colon of the spec (``None``
+    without one), ``settings`` the action's own keyword settings (``ActionSpec.settings`` in
+    ``MonitorOptions.actions``); the return value is recorded in ``event.actions``. ``settings``
+    (names) makes any other setting key an error naming it; ``needs_arg`` (for instance
+    ``"a file: --on-trigger jsonl:PATH"``) makes a missing ARG one. Names contain no colon.
+    Results: all calls contribute; names are unique.
+    """
+
+
+@hookspec
+@register_keywords()
+def rlops_register_policy_kinds(register: Register) -> None:
+    """Register kinds of policy by name (``vector`` is built in; the agent kind registers here).
+
+    Call ``register(name, kind, *, description="")`` where ``kind`` follows
+    ``rlops_plugin.kinds.base.PolicyKind``: the policy part of a bundle (files, load), the serving
+    engine (request parsing, decisions, the record logged), dataset builders and which trainers
+    apply. A bundle's manifest names its kind; loading refuses a kind no plugin registered.
+    Results: all calls contribute; names are unique.
     """
 
 

@@ -29,8 +29,10 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "rlops_plugin.default_plugins.architectures",
     "rlops_plugin.default_plugins.trainers",
     "rlops_plugin.default_plugins.monitors",
+    "rlops_plugin.default_plugins.actions",
     "rlops_plugin.default_plugins.scenarios",
     "rlops_plugin.default_plugins.gates",
+    "rlops_plugin.default_plugins.kinds",
 )
 
 T = TypeVar("T")
@@ -128,6 +130,28 @@ def _create_manager() -> pluggy.PluginManager:
     return pm
 
 
+def add_plugin(plugin: Any, name: str) -> None:
+    """Register ``plugin`` (a module or object with ``@hookimpl`` functions) now; cached registries are rebuilt.
+
+    For plugins that exist only at run time (a notebook, a test fixture); a package should use the
+    ``rlops`` entry point instead. Gone after :func:`reset`.
+    """
+    with _lock:
+        pm = get_plugin_manager()
+        pm.register(plugin, name=name)
+        pm.check_pending()
+        _registries.clear()
+
+
+def remove_plugin(name: str) -> None:
+    """Unregister a plugin added with :func:`add_plugin` (no-op when absent); cached registries are rebuilt."""
+    with _lock:
+        pm = get_plugin_manager()
+        if pm.get_plugin(name) is not None:
+            pm.unregister(name=name)
+        _registries.clear()
+
+
 def plugin_names() -> list[str]:
     """Names of every registered plugin (built-ins and entry points)."""
     pm = get_plugin_manager()
@@ -142,15 +166,25 @@ def registry(hook_name: str, kind: str) -> Registry[Any]:
         pm = get_plugin_manager()
         reg: Registry[Any] = Registry(kind)
         caller = getattr(pm.hook, hook_name)
+        keywords = frozenset(getattr(getattr(hookspecs, hook_name), "register_keywords", frozenset()))
         for impl in caller.get_hookimpls():
             plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
-            impl.function(register=_make_register(reg, plugin_name))
+            impl.function(register=_make_register(reg, plugin_name, hook_name, keywords))
         _registries[hook_name] = reg
         return reg
 
 
-def _make_register(reg: Registry[Any], plugin_name: str) -> Callable[..., None]:
+def _make_register(reg: Registry[Any], plugin_name: str, hook_name: str,
+                   keywords: frozenset[str]) -> Callable[..., None]:
+    """The ``register`` callable one plugin's hook gets: the hook's declared keywords and no others."""
+
     def register(name: str, value: Any = None, *, description: str = "", **extra: Any) -> None:
+        unknown = sorted(set(extra) - keywords)
+        if unknown:
+            known = ", ".join(["description", *sorted(keywords)])
+            raise PluginError(f"{hook_name}: plugin {plugin_name!r} passed register({name!r}, ...) the unknown "
+                              f"keyword{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                              f"{hook_name} accepts {known}")
         reg._add(Entry(name=name, value=value, plugin=plugin_name, description=description,
                        extra=extra))
 
@@ -190,3 +224,13 @@ def gate_checks() -> Registry[Any]:
 def monitors() -> Registry[Any]:
     """Drift monitors registered through ``rlops_register_monitors``."""
     return registry("rlops_register_monitors", "monitor")
+
+
+def policy_kinds() -> Registry[Any]:
+    """Kinds of policy registered through ``rlops_register_policy_kinds`` (``vector`` built in)."""
+    return registry("rlops_register_policy_kinds", "policy kind")
+
+
+def trigger_actions() -> Registry[Any]:
+    """Retraining-trigger actions registered through ``rlops_register_trigger_actions``."""
+    return registry("rlops_register_trigger_actions", "trigger action")

@@ -14,17 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlops_plugin import plugins
 from rlops_plugin._version import __version__
 from rlops_plugin.bundle.env_spec import EnvSpec
 from rlops_plugin.bundle.hashing import canonical_json, sha256_bytes, sha256_file, sha256_json
 from rlops_plugin.bundle.policy import Policy
 from rlops_plugin.bundle.reward_spec import RewardSpec
 from rlops_plugin.bundle.spaces import check_same_space
-from rlops_plugin.bundle.storage import check_name, read_json, safe_path, sniff_safetensors, verified_path
-from rlops_plugin.errors import ConfigError, IntegrityError
+from rlops_plugin.bundle.storage import check_name, read_json, safe_path, verified_path
+from rlops_plugin.bundle.strict import check_keys
+from rlops_plugin.errors import ConfigError, IntegrityError, PluginError
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
+DEFAULT_KIND = "vector"
+"""The policy kind of a bundle whose manifest names none (every bundle written before kinds existed)."""
 POLICY_CONFIG_FILE = "policy/config.json"
 POLICY_WEIGHTS_FILE = "policy/weights.safetensors"
 ENV_SPEC_FILE = "env_spec.json"
@@ -45,9 +49,12 @@ class PolicyBundle:
     lineage: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = set(self.lineage) - set(LINEAGE_KEYS)
-        if unknown:
-            raise ConfigError(f"lineage: unknown keys {sorted(unknown)}; known: {list(LINEAGE_KEYS)}")
+        check_keys(self.lineage, LINEAGE_KEYS, "lineage", noun="keys")
+
+    @property
+    def kind(self) -> str:
+        """The policy kind (``vector`` for torch networks; see ``rlops_plugin.kinds``)."""
+        return str(getattr(self.policy, "kind", DEFAULT_KIND))
 
     @classmethod
     def create(cls, env_spec: EnvSpec, reward_spec: RewardSpec | str = "env",
@@ -102,9 +109,9 @@ class PolicyBundle:
         if root.exists() and any(root.iterdir()):
             raise ConfigError(f"{root}: bundle directory must be empty")
         source = self.reward_spec.verify_source()
+        kind = _policy_kind(self.kind)
         files: dict[str, bytes] = {
-            POLICY_CONFIG_FILE: canonical_json(self.policy.describe()),
-            POLICY_WEIGHTS_FILE: self.policy.weights_bytes(),
+            **kind.save_policy(self.policy),
             ENV_SPEC_FILE: canonical_json(self.env_spec.to_dict()),
             REWARD_SPEC_FILE: canonical_json(self.reward_spec.to_dict()),
             f"{REWARD_SOURCE_DIR}/{self.reward_spec.source_file}": source.read_bytes(),
@@ -120,6 +127,8 @@ class PolicyBundle:
             "files": {name: sha256_bytes(data) for name, data in files.items()},
             "hashes": self.hashes(),
         }
+        if self.kind != DEFAULT_KIND:  # vector manifests stay exactly as they were
+            manifest["kind"] = self.kind
         (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         return manifest
 
@@ -134,7 +143,8 @@ class PolicyBundle:
         if expected_manifest_sha256 is not None:
             verified_path(root, MANIFEST_FILE, expected_manifest_sha256)
         manifest = read_json(manifest_path, MANIFEST_FILE)
-        files = _check_manifest(manifest)
+        kind = _policy_kind(manifest.get("kind", DEFAULT_KIND) if isinstance(manifest, dict) else DEFAULT_KIND)
+        files = _check_manifest(manifest, kind.policy_files)
         paths = {name: verified_path(root, name, sha) for name, sha in files.items()}
 
         env_spec = EnvSpec.from_dict(read_json(paths[ENV_SPEC_FILE], ENV_SPEC_FILE))
@@ -144,8 +154,7 @@ class PolicyBundle:
             raise IntegrityError(f"{REWARD_SPEC_FILE}: names source {source_name}, which the manifest lacks")
         if sha256_file(paths[source_name]) != reward_spec.source_sha256:
             raise IntegrityError(f"{source_name}: stored reward source does not match reward_spec.source_sha256")
-        policy = Policy.from_description(read_json(paths[POLICY_CONFIG_FILE], POLICY_CONFIG_FILE))
-        policy.load_weights_bytes(sniff_safetensors(paths[POLICY_WEIGHTS_FILE], POLICY_WEIGHTS_FILE))
+        policy = kind.load_policy({name: paths[name] for name in kind.policy_files})
         lineage = read_json(paths[LINEAGE_FILE], LINEAGE_FILE)
         if not isinstance(lineage, dict):
             raise IntegrityError(f"{LINEAGE_FILE}: must hold a JSON object")
@@ -167,7 +176,17 @@ class PolicyBundle:
         return Path(shutil.copy(self.reward_spec.verify_source(), destination))
 
 
-def _check_manifest(manifest: Any) -> dict[str, str]:
+def _policy_kind(name: Any) -> Any:
+    """The registered policy kind ``name`` (``rlops_register_policy_kinds``); unknown kinds are refused."""
+    if not isinstance(name, str):
+        raise IntegrityError(f"{MANIFEST_FILE}: 'kind' must be a string, got {name!r}")
+    try:
+        return plugins.policy_kinds().get(name).value
+    except PluginError as exc:
+        raise IntegrityError(f"{MANIFEST_FILE}: policy kind {name!r} is not registered ({exc})") from None
+
+
+def _check_manifest(manifest: Any, policy_files: tuple[str, ...]) -> dict[str, str]:
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         raise IntegrityError(f"{MANIFEST_FILE}: unsupported or missing format_version")
     files = manifest.get("files")
@@ -175,7 +194,7 @@ def _check_manifest(manifest: Any) -> dict[str, str]:
         raise IntegrityError(f"{MANIFEST_FILE}: needs 'files' and 'hashes' objects")
     for name in files:
         check_name(name)
-    required = {POLICY_CONFIG_FILE, POLICY_WEIGHTS_FILE, ENV_SPEC_FILE, REWARD_SPEC_FILE, LINEAGE_FILE}
+    required = {*policy_files, ENV_SPEC_FILE, REWARD_SPEC_FILE, LINEAGE_FILE}
     missing = required - set(files)
     if missing:
         raise IntegrityError(f"{MANIFEST_FILE}: missing entries {sorted(missing)}")

@@ -20,11 +20,15 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 from rlops_plugin import plugins
 from rlops_plugin.bundle.hashing import check_finite_json, sha256_bytes, sha256_json
 from rlops_plugin.bundle.spaces import flat_dim, space_from_json, space_to_json
+from rlops_plugin.bundle.strict import check_keys
 from rlops_plugin.errors import ConfigError, InvalidObservationError
 
 
 class Policy(nn.Module):
     """A stochastic policy over Discrete or Box actions, built from a registered architecture."""
+
+    kind = "vector"
+    """The policy kind (``rlops_plugin.kinds.vector``): a torch network over flat float observations."""
 
     def __init__(self, architecture: str, config: dict[str, Any], observation_space: gym.Space,
                  action_space: gym.Space) -> None:
@@ -56,9 +60,8 @@ class Policy(nn.Module):
     @classmethod
     def from_description(cls, data: dict[str, Any]) -> Policy:
         """Build an untrained policy from :meth:`describe` output."""
-        extra = set(data) - {"architecture", "config", "observation_space", "action_space"}
-        if extra:
-            raise ConfigError(f"policy config: unknown fields {sorted(extra)}")
+        check_keys(data, ("architecture", "config", "observation_space", "action_space"), "policy config",
+                   required=("architecture", "observation_space", "action_space"))
         return cls(data["architecture"], data.get("config", {}),
                    space_from_json(data["observation_space"]), space_from_json(data["action_space"]))
 

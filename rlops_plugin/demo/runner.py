@@ -125,13 +125,11 @@ def run_demo(root: str | Path = ".rlops/demo", config: DemoConfig | None = None,
             result.initial_version = _initial_champion(name, config, out)
             info["detail"] = f"{name} version {result.initial_version} is @champion"
         with out.stage(3, "Deploy the champion (KServe ModelServer, epsilon-greedy exploration)") as info:
-            from rlops_plugin.deploy.local import LocalDeployments
+            from rlops_plugin.flavor import ModelRef
+            from rlops_plugin.lifecycle import deploy
 
-            deployments = LocalDeployments(root / "deployments")
-            state = deployments.create(DEPLOYMENT, f"models:/{name}@champion", store=store,
-                                       extra_args=["--exploration", "epsilon", "--epsilon", str(config.epsilon),
-                                                   "--seed", str(config.seed)])
-            _audit_deployment(name, result.initial_version, state, config)
+            state = deploy(f"rlops-local:{root / 'deployments'}", DEPLOYMENT, ModelRef.of(name, alias="champion").uri,
+                           {"store": store, "exploration": "epsilon", "epsilon": config.epsilon, "seed": config.seed})
             info["detail"] = f"{state['url']} (pid {state['pid']}), decisions logged to {store}"
         spec = _env_spec(config)
         with out.stage(4, "Production traffic in the nominal world (delayed rewards)") as info:
@@ -250,7 +248,7 @@ def _initial_champion(name: str, config: DemoConfig, out: DemoConsole) -> str:
     from rlops_plugin import PolicyBundle
     from rlops_plugin.audit.events import AuditEvent, record_event
     from rlops_plugin.flavor import promote
-    from rlops_plugin.training.train import train
+    from rlops_plugin.lifecycle import train
 
     bundle = PolicyBundle.create(_env_spec(config), "env", seed=config.seed)
     with out.progress() as bar:
@@ -262,7 +260,7 @@ def _initial_champion(name: str, config: DemoConfig, out: DemoConsole) -> str:
 
         outcome = train("sim_finetune", bundle, None, {"total_steps": config.champion_steps, "lr": 1e-3,
                                                        "seed": config.seed},
-                        register_as=name, eval_episodes=config.eval_episodes, experiment="rlops-demo",
+                        register_as=name, alias=None, eval_episodes=config.eval_episodes, experiment="rlops-demo",
                         run_name="initial champion", progress=progress)
     version = str(outcome.version)
     promote(name, version)
@@ -273,15 +271,6 @@ def _initial_champion(name: str, config: DemoConfig, out: DemoConsole) -> str:
     out.say(f"    evaluation return {outcome.metrics.get('eval/return_mean', float('nan')):.1f} "
             f"over {config.eval_episodes} episodes (MLflow run {outcome.run_id})")
     return version
-
-
-def _audit_deployment(name: str, version: str, state: dict[str, Any], config: DemoConfig) -> None:
-    from rlops_plugin.audit.events import AuditEvent, record_event
-
-    record_event(AuditEvent("deployment", name, version, decision="deployed",
-                            reason=f"rlops-local deployment {DEPLOYMENT!r} serves {name}@champion with "
-                                   f"epsilon-greedy exploration (epsilon {config.epsilon})",
-                            details={"url": state["url"], "store": state["store"], "argv": state["argv"]}))
 
 
 def _env_spec(config: DemoConfig) -> Any:
@@ -345,11 +334,11 @@ def _pipeline_params(name: str, store: str, root: Path, config: DemoConfig) -> P
 
 def _monitor(name: str, store: str, root: Path, config: DemoConfig, params: Path, out: DemoConsole,
              result: DemoResult) -> Any:
-    from rlops_plugin.monitoring.config import MonitorConfig
-    from rlops_plugin.monitoring.runner import run_monitor
+    from rlops_plugin.lifecycle import monitor
+    from rlops_plugin.monitoring import Status
 
     def on_window(summary: Any) -> None:
-        drifted = [n for n, r in summary.signals.items() if r.status == "drift"]
+        drifted = [n for n, r in summary.signals.items() if r.status == Status.DRIFT]
         mark = "[red]drift[/red] " + ",".join(drifted) if drifted else f"[green]{summary.status}[/green]"
         out.say(f"    window {summary.index}: {summary.n_decisions} decisions, {mark}")
 
@@ -363,12 +352,11 @@ def _monitor(name: str, store: str, root: Path, config: DemoConfig, params: Path
     approver.start()
     try:
         with out.pipeline_log(root / "pipeline.log"):
-            outcome = run_monitor(
-                f"{name}@champion", store, reference=f"production:{config.reference_decisions}",
-                config=MonitorConfig(window=config.window), triggers=[config.trigger],
-                actions=[f"run-pipeline:{params}"], served_name="policy", reports="drift",
-                report_dir=root / "monitoring", experiment="rlops-monitoring",
-                on_window=on_window, on_trigger=on_fire, max_triggers=1, echo=lambda text: out.say(f"    {text}"))
+            outcome = monitor(f"{name}@champion", store, reference=f"production:{config.reference_decisions}",
+                              window=config.window, triggers=[config.trigger], report_dir=root / "monitoring",
+                              actions=[f"run-pipeline:{params}"], served_name="policy",
+                              experiment="rlops-monitoring", on_window=on_window, on_trigger=on_fire,
+                              max_triggers=1, echo=lambda text: out.say(f"    {text}"))
     finally:
         stop_approver.set()
         approver.join(timeout=10)
@@ -381,9 +369,9 @@ def _monitor(name: str, store: str, root: Path, config: DemoConfig, params: Path
 
 def _approver(name: str, stop: threading.Event, out: DemoConsole) -> None:
     """Stand-in for the person who approves: approves a canary that waits for approval."""
-    from rlops_plugin.audit.approvals import approve
     from rlops_plugin.audit.events import list_events
     from rlops_plugin.flavor import registry
+    from rlops_plugin.lifecycle import approve
 
     approved: set[str] = set()
     while not stop.wait(1.0):
@@ -438,8 +426,8 @@ def _compare(name: str, initial: str, final: str, nominal: Any, shifted: Any,
              config: DemoConfig) -> dict[str, dict[str, float]]:
     import numpy as np
 
-    from rlops_plugin.simulation.rollouts import rollout
     from rlops_plugin.flavor import load_model
+    from rlops_plugin.simulation.rollouts import rollout
 
     seeds = range(50_000, 50_000 + config.final_eval_episodes)
     out: dict[str, dict[str, float]] = {}

@@ -10,7 +10,7 @@ The namespace comes from the target URI (default ``default``); the cluster from 
 canary), ``fraction``, ``champion``, ``tracking_uri``, ``store_uri`` (defaults: MLFLOW_TRACKING_URI,
 RLOPS_STORE), ``logger_url`` (default: the rlops feedback collector service), ``canary_strategy``
 (``kserve``: KServe's traffic split between revisions; ``in-pod``: split inside one revision),
-``kubeconfig``.
+``kubeconfig``. Every create, update and delete is a ``deployment`` audit event of the model it serves.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from rlops_plugin.deploy.kserve import KServeDeployments
 from rlops_plugin.deploy.local import challenger_defaults
+from rlops_plugin.deploy.targets import record_deployment
 from rlops_plugin.errors import RLOpsError, to_mlflow_exception
 
 CLIENT_KEYS = {"tracking_uri", "store_uri", "logger_url", "canary_strategy", "kubeconfig"}
@@ -68,9 +69,12 @@ class RLOpsKServeDeploymentClient(BaseDeploymentClient):
         mode = cfg.get("mode", "off")
         kserve = self._client(client_cfg)
         if mode == "off":
-            return self._wrap(kserve.create, name, model_uri)
-        champion = cfg.get("champion") or self._wrap(challenger_defaults, model_uri)
-        return self._wrap(kserve.create, name, champion, model_uri, mode, float(cfg.get("fraction", 0.0)))
+            result = self._wrap(kserve.create, name, model_uri)
+        else:
+            champion = cfg.get("champion") or self._wrap(challenger_defaults, model_uri)
+            result = self._wrap(kserve.create, name, champion, model_uri, mode, float(cfg.get("fraction", 0.0)))
+        record_deployment(self.target_uri, name, "created", model_uri, cfg)
+        return result
 
     def update_deployment(self, name: str, model_uri: str | None = None, flavor: str | None = None,
                           config: dict[str, Any] | None = None, endpoint: str | None = None) -> dict[str, Any]:
@@ -83,13 +87,20 @@ class RLOpsKServeDeploymentClient(BaseDeploymentClient):
         champion = cfg.get("champion") or annotations.get("rlops.io/champion-uri") or annotations.get(
             "rlops.io/model-uri")
         if mode == "off":
-            return self._wrap(kserve.configure, name, model_uri or champion)
-        return self._wrap(kserve.configure, name, champion, model_uri, mode, float(cfg.get("fraction", 0.0)))
+            result = self._wrap(kserve.configure, name, model_uri or champion)
+        else:
+            result = self._wrap(kserve.configure, name, champion, model_uri, mode, float(cfg.get("fraction", 0.0)))
+        record_deployment(self.target_uri, name, "updated", model_uri or champion, cfg)
+        return result
 
     def delete_deployment(self, name: str, config: dict[str, Any] | None = None, endpoint: str | None = None) -> None:
         """Delete the InferenceService."""
         client_cfg, _ = _split(config)
-        self._wrap(self._client(client_cfg).delete, name)
+        kserve = self._client(client_cfg)
+        annotations = self._wrap(kserve.get, name).get("metadata", {}).get("annotations", {})
+        self._wrap(kserve.delete, name)
+        record_deployment(self.target_uri, name, "deleted", annotations.get("rlops.io/champion-uri")
+                          or annotations.get("rlops.io/model-uri"))
 
     def list_deployments(self, endpoint: str | None = None) -> list[dict[str, Any]]:
         """rlops InferenceServices in the namespace."""

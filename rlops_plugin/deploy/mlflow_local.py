@@ -7,10 +7,11 @@
     mlflow deployments predict -t rlops-local --name cartpole --input-path obs.json
     mlflow deployments delete -t rlops-local --name cartpole
 
+Every create, update and delete is a ``deployment`` audit event of the model it serves.
 ``-C`` options: ``mode`` (off, shadow, canary), ``fraction``, ``champion`` (default
 ``models:/NAME@champion`` for a shadow/canary challenger), ``store`` (experience store), ``port``,
-``exploration``, ``epsilon``. State lives in ``RLOPS_LOCAL_DEPLOYMENTS`` (or the target URI path,
-``rlops-local:/path``).
+``exploration``, ``epsilon``, ``seed`` (of the exploration). State lives in
+``RLOPS_LOCAL_DEPLOYMENTS`` (or the target URI path, ``rlops-local:/path``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
 from mlflow.exceptions import MlflowException
 
 from rlops_plugin.deploy.local import LocalDeployments, challenger_defaults
+from rlops_plugin.deploy.targets import record_deployment
 from rlops_plugin.errors import RLOpsError, to_mlflow_exception
 
-CONFIG_KEYS = {"mode", "fraction", "champion", "store", "port", "exploration", "epsilon"}
+CONFIG_KEYS = {"mode", "fraction", "champion", "store", "port", "exploration", "epsilon", "seed"}
 
 
 def _config(config: dict[str, Any] | None) -> dict[str, Any]:
@@ -71,13 +73,17 @@ class RLOpsLocalDeploymentClient(BaseDeploymentClient):
         """Start a server: ``model_uri`` is the champion, or the challenger when ``mode`` is shadow/canary."""
         cfg = _config(config)
         mode = cfg.get("mode", "off")
-        extra = [f"--{k}={cfg[k]}" for k in ("exploration", "epsilon") if k in cfg]
+        extra = [f"--{k}={cfg[k]}" for k in ("exploration", "epsilon", "seed") if k in cfg]
         if mode == "off":
-            return self._wrap(self.deployments.create, name, model_uri, store=cfg.get("store"),
-                              port=int(cfg["port"]) if "port" in cfg else None, extra_args=extra)
-        champion = cfg.get("champion") or self._wrap(challenger_defaults, model_uri)
-        return self._wrap(self.deployments.create, name, champion, model_uri, mode, float(cfg.get("fraction", 0.0)),
-                          store=cfg.get("store"), port=int(cfg["port"]) if "port" in cfg else None, extra_args=extra)
+            state = self._wrap(self.deployments.create, name, model_uri, store=cfg.get("store"),
+                               port=int(cfg["port"]) if "port" in cfg else None, extra_args=extra)
+        else:
+            champion = cfg.get("champion") or self._wrap(challenger_defaults, model_uri)
+            state = self._wrap(self.deployments.create, name, champion, model_uri, mode,
+                               float(cfg.get("fraction", 0.0)), store=cfg.get("store"),
+                               port=int(cfg["port"]) if "port" in cfg else None, extra_args=extra)
+        record_deployment(self.target_uri, name, "created", model_uri, {**cfg, "store": state.get("store")})
+        return state
 
     def update_deployment(self, name: str, model_uri: str | None = None, flavor: str | None = None,
                           config: dict[str, Any] | None = None, endpoint: str | None = None) -> dict[str, Any]:
@@ -86,14 +92,20 @@ class RLOpsLocalDeploymentClient(BaseDeploymentClient):
         mode = cfg.get("mode")
         fraction = float(cfg["fraction"]) if "fraction" in cfg else None
         if mode in ("shadow", "canary"):
-            return self._wrap(self.deployments.configure, name, cfg.get("champion"), model_uri or None, mode, fraction)
-        if mode == "off":
-            return self._wrap(self.deployments.configure, name, model_uri or cfg.get("champion"), "", "off", 0.0)
-        return self._wrap(self.deployments.configure, name, model_uri, None, None, fraction)
+            state = self._wrap(self.deployments.configure, name, cfg.get("champion"), model_uri or None, mode,
+                               fraction)
+        elif mode == "off":
+            state = self._wrap(self.deployments.configure, name, model_uri or cfg.get("champion"), "", "off", 0.0)
+        else:
+            state = self._wrap(self.deployments.configure, name, model_uri, None, None, fraction)
+        record_deployment(self.target_uri, name, "updated", model_uri or state.get("model_uri"), cfg)
+        return state
 
     def delete_deployment(self, name: str, config: dict[str, Any] | None = None, endpoint: str | None = None) -> None:
         """Stop the server by PID and forget it."""
+        state = self._wrap(self.deployments.get, name)
         self._wrap(self.deployments.delete, name)
+        record_deployment(self.target_uri, name, "deleted", state.get("model_uri"))
 
     def list_deployments(self, endpoint: str | None = None) -> list[dict[str, Any]]:
         """All local deployments with their live status."""

@@ -2,7 +2,8 @@
 
 It reads per-decision rewards by policy version from the decision log, feeds them to
 :class:`~rlops_plugin.deploy.analysis.CanaryAnalysis`, and applies each decision to a deployment
-target (``rlops-local`` servers or KServe InferenceServices) and to the registry aliases:
+target (any ``mlflow.deployments`` target: ``rlops-local`` servers, KServe InferenceServices, a
+third party's; see :mod:`rlops_plugin.deploy.targets`) and to the registry aliases:
 
 * promotion moves ``champion`` to the challenger (the old champion stays as ``previous`` for
   ``rlops rollback``) and removes ``challenger``;
@@ -21,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -38,55 +39,15 @@ from rlops_plugin.deploy.analysis import (
     CanaryAnalysis,
     PromotionPolicy,
 )
+from rlops_plugin.deploy.targets import deploy_client, route
 from rlops_plugin.errors import ConfigError, RegistryError
 from rlops_plugin.experience.join import JoinConfig, join_feedback
 from rlops_plugin.experience.store import open_store
 from rlops_plugin.flavor import registry
 from rlops_plugin.flavor.model import load_model_with_source
+from rlops_plugin.flavor.refs import ModelRef
 
 logger = logging.getLogger(__name__)
-
-
-class DeploymentTarget(Protocol):
-    """Where traffic is routed: champion, challenger and the routing between them."""
-
-    def configure(self, name: str, champion_uri: str, challenger_uri: str | None, mode: str,
-                  fraction: float) -> Any:
-        """Serve this champion/challenger with this routing."""
-
-
-class LocalTarget:
-    """``rlops-local`` deployments (real local server processes)."""
-
-    def __init__(self, root: str | None = None) -> None:
-        from rlops_plugin.deploy.local import LocalDeployments
-
-        self.deployments = LocalDeployments(root)
-
-    def configure(self, name: str, champion_uri: str, challenger_uri: str | None, mode: str, fraction: float) -> Any:
-        return self.deployments.configure(name, champion_uri, challenger_uri or "", mode, fraction)
-
-
-class KServeTarget:
-    """``rlops-kserve`` deployments (InferenceServices)."""
-
-    def __init__(self, namespace: str = "default", **kwargs: Any) -> None:
-        from rlops_plugin.deploy.kserve import KServeDeployments
-
-        self.deployments = KServeDeployments(namespace, **kwargs)
-
-    def configure(self, name: str, champion_uri: str, challenger_uri: str | None, mode: str, fraction: float) -> Any:
-        return self.deployments.configure(name, champion_uri, challenger_uri, mode, fraction)
-
-
-def target_for(uri: str, **kwargs: Any) -> DeploymentTarget:
-    """A target from an MLflow-style target URI: ``rlops-local[:/state]`` or ``rlops-kserve[:/namespace]``."""
-    scheme, _, rest = uri.partition(":")
-    if scheme == "rlops-local":
-        return LocalTarget(rest or None)
-    if scheme == "rlops-kserve":
-        return KServeTarget(rest.strip("/") or "default", **kwargs)
-    raise ConfigError(f"unknown deployment target {uri!r}; use rlops-local or rlops-kserve[:/namespace]")
 
 
 @dataclass
@@ -99,13 +60,14 @@ class _Side:
 class PromotionController:
     """Drives one challenger of a registered model through shadow and canary to a verdict."""
 
-    def __init__(self, model_name: str, deployment: str, target: DeploymentTarget, store: str,
+    def __init__(self, model_name: str, deployment: str, target: str | Any, store: str,
                  policy: PromotionPolicy | None = None, served_model: str | None = None,
                  join: JoinConfig | None = None, clock: Callable[[], float] = time.time,
                  actor: str | None = None) -> None:
         self.model_name = model_name
         self.deployment = deployment
-        self.target = target
+        # a target URI (``rlops-local:/state``), or a deployment client already built for one
+        self.target = deploy_client(target) if isinstance(target, str) else target
         self.store_url = store
         self.policy = policy or PromotionPolicy()
         self.served_model = served_model
@@ -123,7 +85,7 @@ class PromotionController:
         version = registry.get_alias_version(self.model_name, alias)
         if version is None:
             raise RegistryError(f"{self.model_name} has no {alias!r} alias")
-        uri = f"models:/{self.model_name}/{version}"
+        uri = ModelRef.of(self.model_name, version=version).uri
         return _Side(version, uri, load_model_with_source(uri).policy_version)
 
     def start(self) -> Action:
@@ -204,7 +166,7 @@ class PromotionController:
     def _route(self, state: str, fraction: float) -> None:
         champ, chal = self._sides()
         mode = "shadow" if state == SHADOW else "canary" if state in (CANARY, AWAITING_APPROVAL) else "off"
-        self.target.configure(self.deployment, champ.uri, chal.uri if mode != "off" else None, mode, fraction)
+        route(self.target, self.deployment, champ.uri, chal.uri if mode != "off" else None, mode, fraction)
 
     def _finish(self, action: Action, remove_alias: bool = True) -> Action:
         champ, chal = self._sides()
@@ -212,11 +174,11 @@ class PromotionController:
         if action.state == PROMOTED:
             replaced = registry.promote(self.model_name, chal.version)
             registry.delete_alias(self.model_name, "challenger")
-            self.target.configure(self.deployment, chal.uri, None, "off", 0.0)
+            route(self.target, self.deployment, chal.uri, None, "off", 0.0)
             self._audit("promotion", "promoted", action.reason, metrics,
                         {"previous_champion": replaced, "new_champion": chal.version})
         else:
-            self.target.configure(self.deployment, champ.uri, None, "off", 0.0)
+            route(self.target, self.deployment, champ.uri, None, "off", 0.0)
             if action.state == ROLLED_BACK and remove_alias:
                 registry.delete_alias(self.model_name, "challenger")
             kind = "rollback" if action.state == ROLLED_BACK else "canary_step"
@@ -268,5 +230,5 @@ def _test_metrics(action: Action) -> dict[str, float]:
             "champion_rewards_clipped": float(t.clipped_champion)}
 
 
-__all__ = ["AWAITING_APPROVAL", "CANARY", "INCONCLUSIVE", "PROMOTED", "ROLLED_BACK", "SHADOW", "KServeTarget",
-           "LocalTarget", "PromotionController", "PromotionPolicy", "target_for"]
+__all__ = ["AWAITING_APPROVAL", "CANARY", "INCONCLUSIVE", "PROMOTED", "ROLLED_BACK", "SHADOW", "PromotionController",
+           "PromotionPolicy"]

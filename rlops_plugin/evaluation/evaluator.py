@@ -18,6 +18,7 @@ import numpy as np
 from mlflow.models.evaluation.base import EvaluationResult, ModelEvaluator
 
 from rlops_plugin.bundle.bundle import PolicyBundle
+from rlops_plugin.defaults import CONFIDENCE, EVAL_EPISODES, EVAL_SEED
 from rlops_plugin.errors import ConfigError, to_mlflow_exception
 
 CONFIG_KEYS = {"episodes", "seed", "scenarios", "champion", "gate_policy", "confidence"}
@@ -44,29 +45,21 @@ class RLOpsEvaluator(ModelEvaluator):
             raise to_mlflow_exception(exc) from exc
 
     def _evaluate(self, dataset: Any, run_id: str, config: dict[str, Any], model: Any, client: Any) -> EvaluationResult:
+        from rlops_plugin.evaluation.evaluate import evaluate_policy
         from rlops_plugin.evaluation.gate import GatePolicy, gate
-        from rlops_plugin.simulation.rollouts import rollout
-        from rlops_plugin.simulation.scenarios import ScenarioSuite, run_suite
 
         unknown = set(config) - CONFIG_KEYS
         if unknown:
             raise ConfigError(f"evaluator_config['rlops']: unknown keys {sorted(unknown)}; known {sorted(CONFIG_KEYS)}")
         bundle = _bundle_of(model)
-        episodes, seed = int(config.get("episodes", 20)), int(config.get("seed", 20_000))
-        confidence = float(config.get("confidence", 0.95))
-        report = rollout(bundle.policy, bundle.env_spec, range(seed, seed + episodes), reward_spec=bundle.reward_spec)
-        summary = report.summary(confidence)
-        metrics = {f"eval/{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))}
-        for i, freq in enumerate(summary["action_frequencies"]):
-            metrics[f"eval/action_{i}_frequency"] = float(freq)
-        out: dict[str, Any] = {"rollouts": summary, "bundle_sha": bundle.bundle_sha}
-        for ref in config.get("scenarios", []):
-            suite = ScenarioSuite.load(ref)
-            results = run_suite(bundle.policy, bundle.env_spec, suite, bundle.reward_spec)
-            out.setdefault("scenarios", {})[suite.name] = [r.to_dict() for r in results]
-            for r in results:
-                metrics[f"scenario/{suite.name}/{r.scenario}/passed"] = float(r.passed)
-                metrics[f"scenario/{suite.name}/{r.scenario}/return_mean"] = float(r.report.returns.mean())
+        episodes, seed = int(config.get("episodes", EVAL_EPISODES)), int(config.get("seed", EVAL_SEED))
+        confidence = float(config.get("confidence", CONFIDENCE))
+        evaluation = evaluate_policy(bundle, episodes=episodes, seed=seed, scenarios=config.get("scenarios", []),
+                                     confidence=confidence)
+        metrics = evaluation.metrics()
+        out: dict[str, Any] = {"rollouts": evaluation.rollouts, "bundle_sha": bundle.bundle_sha}
+        if evaluation.scenarios:
+            out["scenarios"] = evaluation.scenarios
         if config.get("champion"):
             policy = GatePolicy.from_dict({"episodes": episodes, "seed": seed, "confidence": confidence,
                                            **config.get("gate_policy", {})})

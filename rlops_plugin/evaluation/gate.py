@@ -11,7 +11,6 @@ result as metrics and a JSON artifact on the candidate's run and as tags on its 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,15 +18,19 @@ from typing import Any
 from rlops_plugin import plugins
 from rlops_plugin.bundle.bundle import PolicyBundle
 from rlops_plugin.bundle.spaces import check_same_space
+from rlops_plugin.defaults import CONFIDENCE, EVAL_EPISODES, EVAL_SEED
 from rlops_plugin.errors import ConfigError, RLOpsError
 from rlops_plugin.evaluation.regression import RegressionResult, compare
+from rlops_plugin.flavor.model import LoadedModel
 from rlops_plugin.simulation.rollouts import RolloutReport, rollout
 from rlops_plugin.simulation.scenarios import ScenarioResult, ScenarioSuite, run_suite
-from rlops_plugin.flavor.model import LoadedModel
 
 
 class GateError(RLOpsError):
     """The gate cannot compare these models as asked (e.g. different env or reward hashes)."""
+
+BUILTIN_CHECKS = ("lineage", "regression", "min_return", "scenarios", "ope")
+"""Checks shipped with rlops (``default_plugins/gates.py``); their settings are GatePolicy fields."""
 
 
 @dataclass
@@ -36,11 +39,11 @@ class GatePolicy:
 
     checks: list[str] = field(default_factory=lambda: ["lineage", "regression", "min_return", "scenarios"])
     """Registered gate checks to run (add ``ope`` when a store of logged decisions is given)."""
-    episodes: int = 20
+    episodes: int = EVAL_EPISODES
     """Paired evaluation episodes for the regression check."""
-    seed: int = 20_000
+    seed: int = EVAL_SEED
     """First episode seed; both policies play seeds seed .. seed+episodes-1."""
-    confidence: float = 0.95
+    confidence: float = CONFIDENCE
     """Confidence of every interval the gate uses."""
     regression_margin: float = 0.05
     """How much worse than the champion the candidate may be (relative unless regression_relative is false)."""
@@ -64,6 +67,9 @@ class GatePolicy:
     """The candidate's off-policy lower bound may sit this fraction below the logged policy's value."""
     ope_min_ess: float = 50.0
     """Below this effective sample size the off-policy estimate is inconclusive (fails)."""
+    check_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Settings of plugin-supplied checks by check name (``GateContext.settings(name)``); built-ins read
+    the fields above, so settings for them, or for a check not in ``checks``, are refused."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GatePolicy:
@@ -72,6 +78,13 @@ class GatePolicy:
         if set(data) - known:
             raise ConfigError(f"gate policy: unknown fields {sorted(set(data) - known)}; known: {sorted(known)}")
         policy = cls(**data)
+        for name, settings in policy.check_settings.items():
+            if name in BUILTIN_CHECKS or name not in policy.checks:
+                why = "a built-in check reads the gate policy's own fields" if name in BUILTIN_CHECKS else \
+                    f"it is not one of the checks {policy.checks}"
+                raise ConfigError(f"gate policy: check_settings[{name!r}]: {why}")
+            if not isinstance(settings, dict):
+                raise ConfigError(f"gate policy: check_settings[{name!r}] must be a JSON object")
         if policy.compare_under not in (None, "candidate", "champion"):
             raise ConfigError("gate policy: compare_under must be null, 'candidate' or 'champion'")
         return policy
@@ -104,6 +117,10 @@ class GateContext:
     scenario_results: dict[str, list[ScenarioResult]] = field(default_factory=dict)
     suite_hashes: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    def settings(self, check: str) -> dict[str, Any]:
+        """The settings the gate policy gives a plugin-supplied check (empty when none)."""
+        return dict(self.policy.check_settings.get(check, {}))
 
 
 @dataclass
@@ -278,39 +295,3 @@ def check_ope(ctx: GateContext) -> CheckResult:
     return CheckResult("ope", passed, f"{name} estimate {e.value:.3f} [{e.ci_low:.3f}, {e.ci_high:.3f}] lower bound "
                                       f"{verdict} {floor:.3f} (logged policy {est.behaviour_value:.3f} minus margin)",
                        metrics)
-
-
-# ----- recording ---------------------------------------------------------------------------------
-def record_gate(result: GateResult, name: str | None = None, version: str | None = None,
-                run_id: str | None = None) -> str | None:
-    """Log the result on the candidate's run (metrics + ``gate/result.json``) and tag its model version."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    if name and version and run_id is None:
-        run_id = client.get_model_version(name, version).run_id
-    if run_id:
-        for key, value in result.metrics().items():
-            client.log_metric(run_id, key, value)
-        client.log_text(run_id, json.dumps(result.to_dict(), indent=2, default=str), "gate/result.json")
-        client.set_tag(run_id, "rlops.gate", "passed" if result.passed else "failed")
-    if name and version:
-        client.set_model_version_tag(name, version, "rlops.gate", "passed" if result.passed else "failed")
-        client.set_model_version_tag(name, version, "rlops.gate.champion", str(result.champion))
-        reasons = "; ".join(result.reasons) or "all checks passed"
-        client.set_model_version_tag(name, version, "rlops.gate.reasons", reasons[:4900])
-    return run_id
-
-
-def audit_gate(result: GateResult, model_name: str, version: str | None = None, candidate_uri: str = "") -> Any:
-    """Record the verdict as a ``gate`` audit event of ``model_name`` (a failed candidate is never
-    registered, so the event names its model URI instead of a version)."""
-    from rlops_plugin.audit.events import AuditEvent, record_event
-
-    reason = "; ".join(result.reasons) or "all checks passed"
-    return record_event(AuditEvent(
-        "gate", model_name, version, decision="passed" if result.passed else "failed", reason=reason,
-        metrics=result.metrics(),
-        details={"candidate": result.candidate, "candidate_uri": candidate_uri, "champion": result.champion,
-                 "policy": result.policy, "summary": result.summary,
-                 "checks": [dataclasses.asdict(c) for c in result.checks]}))

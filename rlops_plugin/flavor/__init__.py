@@ -5,9 +5,9 @@ from rlops_plugin.flavor.model import (
     LOADER_MODULE,
     FlavorKey,
     LoadedModel,
-    as_loaded,
     RLOpsPyfuncModel,
     _load_pyfunc,
+    as_loaded,
     get_default_conda_env,
     get_default_pip_requirements,
     infer_signature_for,
@@ -32,7 +32,8 @@ from rlops_plugin.flavor.registry import (
 )
 
 __all__ = [
-    "FLAVOR_NAME", "LOADER_MODULE", "FlavorKey", "LoadedModel", "ModelRef", "as_loaded", "RLOpsPyfuncModel", "_load_pyfunc",
+    "FLAVOR_NAME", "LOADER_MODULE", "FlavorKey", "LoadedModel", "ModelRef", "as_loaded", "RLOpsPyfuncModel",
+    "_load_pyfunc",
     "describe_version", "get_alias_version", "get_default_conda_env",
     "get_default_pip_requirements", "infer_signature_for", "lineage_tags", "load_local_model",
     "load_model", "load_model_with_source", "log_model", "promote", "read_flavor_config",

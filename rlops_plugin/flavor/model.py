@@ -24,11 +24,9 @@ import pandas as pd
 import yaml
 
 from rlops_plugin._version import __version__
-from rlops_plugin.bundle.bundle import MANIFEST_FILE, PolicyBundle
+from rlops_plugin.bundle.bundle import DEFAULT_KIND, MANIFEST_FILE, PolicyBundle
 from rlops_plugin.bundle.hashing import sha256_file
 from rlops_plugin.bundle.storage import safe_path
-from rlops_plugin.flavor.lineage import tag_model_version
-from rlops_plugin.flavor.refs import ModelRef, resolve_model_uri
 from rlops_plugin.errors import (
     ConfigError,
     IntegrityError,
@@ -38,6 +36,8 @@ from rlops_plugin.errors import (
     UnsafeArtifactError,
     to_mlflow_exception,
 )
+from rlops_plugin.flavor.lineage import tag_model_version
+from rlops_plugin.flavor.refs import ModelRef, resolve_model_uri
 
 FLAVOR_NAME = "rlops"
 LOADER_MODULE = "rlops_plugin.flavor"
@@ -60,6 +60,7 @@ class FlavorKey:
     REWARD_REF = "reward_ref"
     ARCHITECTURE = "architecture"
     OBS_DIM = "obs_dim"
+    KIND = "kind"
     ACTION_SPACE = "action_space"
 
 
@@ -129,12 +130,18 @@ def save_model(bundle: PolicyBundle, path: str | os.PathLike, mlflow_model=None,
     manifest = bundle.save(Path(path) / BUNDLE_DATA_PATH)
     if input_example is not None:
         _save_example(mlflow_model, input_example, path)
-    mlflow_model.signature = signature if signature is not None else infer_signature_for(bundle)
+    vector = bundle.kind == DEFAULT_KIND  # pyfunc serves flat observations; other kinds serve through KServe
+    if vector:
+        mlflow_model.signature = signature if signature is not None else infer_signature_for(bundle)
+    elif signature is not None:
+        mlflow_model.signature = signature
     if metadata:
         mlflow_model.metadata = metadata
-    add_to_model(mlflow_model, loader_module=LOADER_MODULE, data=BUNDLE_DATA_PATH,
-                 conda_env=_CONDA_ENV_FILE_NAME, python_env=_PYTHON_ENV_FILE_NAME)
+    if vector:
+        add_to_model(mlflow_model, loader_module=LOADER_MODULE, data=BUNDLE_DATA_PATH,
+                     conda_env=_CONDA_ENV_FILE_NAME, python_env=_PYTHON_ENV_FILE_NAME)
     hashes = manifest["hashes"]
+    kind_keys = {FlavorKey.OBS_DIM: bundle.policy.obs_dim} if vector else {FlavorKey.KIND: bundle.kind}
     mlflow_model.add_flavor(
         FLAVOR_NAME,
         **{
@@ -148,7 +155,7 @@ def save_model(bundle: PolicyBundle, path: str | os.PathLike, mlflow_model=None,
             FlavorKey.ENV_ID: bundle.env_spec.name,
             FlavorKey.REWARD_REF: bundle.reward_spec.ref,
             FlavorKey.ARCHITECTURE: bundle.policy.architecture,
-            FlavorKey.OBS_DIM: bundle.policy.obs_dim,
+            **kind_keys,
             FlavorKey.ACTION_SPACE: bundle.policy.describe()["action_space"],
         },
     )

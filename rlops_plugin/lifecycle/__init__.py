@@ -1,1 +1,17 @@
-"""The use cases every edge calls: one function per lifecycle step, each doing its change and its audit event."""
+"""The use cases every edge calls: one function per lifecycle step, each doing its change and its audit event.
+
+The CLI, the Kubeflow components (through ``pipelines/steps.py``), the demo and the benchmarks
+adapt these; nothing below this package records lifecycle decisions on its own behalf.
+"""
+
+from rlops_plugin.lifecycle.cycle import record_cycle
+from rlops_plugin.lifecycle.data import build_dataset, calibrate
+from rlops_plugin.lifecycle.deploy import approve, deploy, promote, rollback
+from rlops_plugin.lifecycle.evaluate import evaluate
+from rlops_plugin.lifecycle.gate import gate
+from rlops_plugin.lifecycle.monitor import monitor
+from rlops_plugin.lifecycle.register import register
+from rlops_plugin.lifecycle.train import train
+
+__all__ = ["approve", "build_dataset", "calibrate", "deploy", "evaluate", "gate", "monitor", "promote", "record_cycle",
+           "register", "rollback", "train"]

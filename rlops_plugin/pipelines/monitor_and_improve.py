@@ -8,6 +8,7 @@ pipeline runs as a nested pipeline with the same parameters.
 from kfp import dsl  # no ``from __future__ import annotations``: kfp reads the real annotation types
 
 from components.monitor_policy.component import monitor_policy
+from rlops_plugin.defaults import MONITOR_REFERENCE
 from rlops_plugin.pipelines.continuous_improvement import continuous_improvement
 from rlops_plugin.pipelines.images import component_image
 
@@ -26,7 +27,7 @@ def monitor_and_improve(
     model_name: str,
     store: str,
     tracking_uri: str = "",
-    reference: str = "rollouts:20000",
+    reference: str = MONITOR_REFERENCE,
     window: int = 1000,
     triggers_json: str = "",
     served_model: str = "policy",

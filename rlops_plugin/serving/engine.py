@@ -25,7 +25,7 @@ from rlops_plugin.serving.exploration import (
     sample_row,
 )
 from rlops_plugin.serving.guards import ask_shield, shield_active, shield_discrete
-from rlops_plugin.serving.requests import DecisionRequest
+from rlops_plugin.serving.requests import DecisionRequest, parse_v1, parse_v2
 from rlops_plugin.serving.routing import RoutingConfig, challenger_rows
 
 
@@ -93,6 +93,14 @@ class DecisionEngine:
     def policies(self) -> list[str]:
         """Policy versions in role order (champion, challenger)."""
         return list(self._policies)
+
+    def parse_v1(self, body: Any, max_batch: int) -> DecisionRequest:
+        """Observations (and masks, episode ids, routing keys) from a v1 body, checked against the policy."""
+        return parse_v1(body, self.obs_dim, self.n_actions, max_batch)
+
+    def parse_v2(self, request: Any, max_batch: int) -> DecisionRequest:
+        """The same from a v2 ``InferRequest``."""
+        return parse_v2(request, self.obs_dim, self.n_actions, max_batch)
 
     def decide(self, request: DecisionRequest) -> Decisions:
         """Choose, log-ready, the actions for every observation in ``request``."""

@@ -14,12 +14,12 @@ import kserve
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from rlops_plugin import plugins
 from rlops_plugin.errors import InvalidObservationError, RLOpsError
 from rlops_plugin.experience.store import ExperienceStore
 from rlops_plugin.flavor.model import LoadedModel, load_model_with_source
 from rlops_plugin.serving.engine import DecisionEngine, Decisions
 from rlops_plugin.serving.exploration import ExplorationConfig
-from rlops_plugin.serving.requests import parse_v1, parse_v2
 from rlops_plugin.serving.routing import RoutingConfig
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ class PolicyModel(kserve.Model):
 
     def _build_engine(self, champion: LoadedModel, challenger: LoadedModel | None,
                       exploration: ExplorationConfig, routing: RoutingConfig) -> DecisionEngine:
-        return DecisionEngine(self.name, champion, challenger, exploration, routing, seed=self.seed)
+        kind = plugins.policy_kinds().get(champion.bundle.kind).value  # the kind owns parsing and deciding
+        return kind.engine(self.name, champion, challenger, exploration, routing, seed=self.seed)
 
     def reconfigure(self, challenger_uri: str | None = None, routing: RoutingConfig | None = None,
                     exploration: ExplorationConfig | None = None, model_uri: str | None = None) -> dict[str, Any]:
@@ -96,9 +97,9 @@ class PolicyModel(kserve.Model):
             raise InvalidInput(f"model {self.name} is not loaded")
         try:
             if isinstance(payload, InferRequest):
-                request = parse_v2(payload, engine.obs_dim, engine.n_actions, self.max_batch)
+                request = engine.parse_v2(payload, self.max_batch)
             else:
-                request = parse_v1(payload, engine.obs_dim, engine.n_actions, self.max_batch)
+                request = engine.parse_v1(payload, self.max_batch)
             decisions = engine.decide(request)
         except InvalidObservationError as exc:
             raise InvalidInput(str(exc)) from None

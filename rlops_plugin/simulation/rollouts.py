@@ -19,8 +19,8 @@ from rlops_plugin.bundle.env_spec import EnvSpec
 from rlops_plugin.bundle.policy import Policy, sample_categorical
 from rlops_plugin.bundle.reward_spec import RewardSpec
 from rlops_plugin.errors import ConfigError
-from rlops_plugin.simulation.stats import Interval, bootstrap_mean
 from rlops_plugin.local.threads import torch_threads
+from rlops_plugin.simulation.stats import Interval, bootstrap_mean
 
 ConstraintFn = Callable[..., float]
 

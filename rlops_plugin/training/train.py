@@ -4,7 +4,8 @@
 bundle, refuses data built under another env or reward (unless told otherwise), trains, evaluates
 old and new policy on the same episode seeds, and logs one MLflow run (params ``trainer.*``,
 metrics ``train/...`` with steps and ``eval/...``, the dataset as a run input) whose model is
-registered with ``rlops.parent_version``, the dataset digest and the trainer in its lineage.
+logged with ``rlops.parent_version``, the dataset digest and the trainer in its lineage.
+Registration and its audit event are the lifecycle's (:func:`rlops_plugin.lifecycle.train`).
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ import numpy as np
 from rlops_plugin import plugins
 from rlops_plugin.bundle.bundle import PolicyBundle
 from rlops_plugin.bundle.spaces import space_to_json
+from rlops_plugin.defaults import EVAL_EPISODES, EXPERIMENT, TRAIN_EVAL_SEED
 from rlops_plugin.errors import ConfigError
+from rlops_plugin.experience.dataset import Dataset, DatasetError, validate_preferences, validate_transitions
+from rlops_plugin.flavor.lineage import TAG_CALIBRATION, calibration_label
+from rlops_plugin.flavor.model import LoadedModel, as_loaded
 from rlops_plugin.simulation.rollouts import rollout
 from rlops_plugin.simulation.stats import paired_difference
-from rlops_plugin.experience.dataset import Dataset, DatasetError, validate_preferences, validate_transitions
-from rlops_plugin.flavor.model import LoadedModel, as_loaded
-from rlops_plugin.flavor.registry import TAG_CALIBRATION, calibration_label
 from rlops_plugin.training.base import Progress, config_to_dict, make_config
 
-DEFAULT_EXPERIMENT = "rlops-training"
+DEFAULT_EXPERIMENT = EXPERIMENT
 
 
 @dataclass
@@ -65,8 +67,8 @@ def check_compatible(bundle: PolicyBundle, data: Dataset, allow_mismatch: bool) 
 
 
 def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | Path | Dataset | None = None,
-          config: dict[str, Any] | Any | None = None, register_as: str | None = None, allow_mismatch: bool = False,
-          eval_episodes: int = 20, eval_seed: int = 10_000, log_to_mlflow: bool = True,
+          config: dict[str, Any] | Any | None = None, allow_mismatch: bool = False,
+          eval_episodes: int = EVAL_EPISODES, eval_seed: int = TRAIN_EVAL_SEED, log_to_mlflow: bool = True,
           experiment: str | None = DEFAULT_EXPERIMENT, run_name: str | None = None,
           progress: Progress | None = None, calibration: dict[str, Any] | None = None) -> TrainOutcome:
     """Train ``trainer`` from ``init`` and record the update (see the module docstring).
@@ -92,8 +94,7 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
         metrics[f"data/excluded_{reason}"] = float(count)
     outcome = TrainOutcome(child, metrics, dataset_digest=child.lineage.get("dataset_digest"))
     if log_to_mlflow:
-        _record(outcome, trainer, cfg, loaded, data, source, result.history, mismatch, register_as, experiment,
-                run_name)
+        _record(outcome, trainer, cfg, loaded, data, source, result.history, mismatch, experiment, run_name)
     return outcome
 
 
@@ -153,7 +154,7 @@ def _eval_metrics(before: Any, after: Any) -> dict[str, float]:
 
 def _record(outcome: TrainOutcome, trainer: str, cfg: Any, loaded: LoadedModel, data: Dataset | None,
             source: str | None, history: list[tuple[int, dict[str, float]]], mismatch: list[str],
-            register_as: str | None, experiment: str | None, run_name: str | None) -> None:
+            experiment: str | None, run_name: str | None) -> None:
     import mlflow
     from mlflow.entities import Metric
 
@@ -196,26 +197,6 @@ def _record(outcome: TrainOutcome, trainer: str, cfg: Any, loaded: LoadedModel, 
         for start in range(0, len(batch), 900):
             client.log_batch(run.info.run_id, metrics=batch[start:start + 900])
         mlflow.log_metrics({k: v for k, v in outcome.metrics.items() if np.isfinite(v)})
-        info = log_model(outcome.bundle, name="policy", registered_model_name=register_as)
+        info = log_model(outcome.bundle, name="policy")
         outcome.run_id = run.info.run_id
         outcome.model_uri = info.model_uri
-        if register_as:
-            outcome.registered_name = register_as
-            outcome.version = str(info.registered_model_version)
-    if register_as:
-        _audit_update(outcome, trainer)
-
-
-def _audit_update(outcome: TrainOutcome, trainer: str) -> None:
-    """A ``policy_update`` audit event for a version registered straight from training."""
-    from rlops_plugin.audit.events import AuditEvent, record_event
-    from rlops_plugin.flavor.registry import trainer_label
-
-    lineage = outcome.bundle.lineage
-    parent = lineage.get("parent_version")
-    record_event(AuditEvent(
-        "policy_update", str(outcome.registered_name), outcome.version, decision="registered",
-        reason=f"trained by {trainer_label(lineage)} " + (f"from version {parent}" if parent else "from scratch"),
-        metrics={k: v for k, v in outcome.metrics.items() if k.startswith("eval/")},
-        details={"lineage": lineage, "hashes": outcome.bundle.hashes(), "run_id": outcome.run_id,
-                 "model_uri": outcome.model_uri, "dataset_digest": outcome.dataset_digest}))

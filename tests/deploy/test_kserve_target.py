@@ -8,6 +8,7 @@ import mlflow.deployments
 import pytest
 import yaml
 
+from rlops_plugin.audit.events import list_events
 from rlops_plugin.deploy.kserve import KServeDeployments
 from rlops_plugin.deploy.local import DeploymentError
 from rlops_plugin.deploy.validation import validate_manifest
@@ -85,7 +86,7 @@ def test_in_pod_canary_strategy(cluster):
     assert env_of(obj)["RLOPS_ROUTING"] == "canary" and env_of(obj)["RLOPS_CANARY_FRACTION"] == "0.1"
 
 
-def test_mlflow_deployments_client_and_predict(cluster, start_server, model_dirs):
+def test_mlflow_deployments_client_and_predict(cluster, start_server, model_dirs, tracking):
     server = start_server(model_dirs["champion"], name="cartpole", env={"RLOPS_STORE": ""})
     cluster.handler.status_url = server.url
     client = mlflow.deployments.get_deploy_client("rlops-kserve:/rlops")
@@ -103,3 +104,6 @@ def test_mlflow_deployments_client_and_predict(cluster, start_server, model_dirs
     with pytest.raises(mlflow.exceptions.MlflowException, match="404"):
         client.get_deployment("cartpole")
     assert json.dumps(cluster.requests[0].body)
+    trail = [(e.decision, e.details["model_uri"]) for e in list_events("cartpole", kinds=["deployment"])]
+    assert trail == [("created", "models:/cartpole@champion"), ("updated", "models:/cartpole@challenger"),
+                     ("deleted", "models:/cartpole@champion")]

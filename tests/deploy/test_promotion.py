@@ -13,7 +13,8 @@ from rlops_plugin import EnvSpec, PolicyBundle, flavor
 from rlops_plugin.audit.events import list_events
 from rlops_plugin.deploy.analysis import CANARY, PROMOTED, ROLLED_BACK, SHADOW, PromotionPolicy
 from rlops_plugin.deploy.local import LocalDeployments
-from rlops_plugin.deploy.promotion import LocalTarget, PromotionController
+from rlops_plugin.deploy.promotion import PromotionController
+from rlops_plugin.deploy.targets import route
 from rlops_plugin.errors import RegistryError
 from rlops_plugin.experience.dataset import Dataset
 from rlops_plugin.flavor import registry
@@ -56,7 +57,7 @@ def setup(tracking, model_name, bandits, tmp_path):
         flavor.set_alias(model_name, "champion", 1)
         flavor.set_alias(model_name, "challenger", 2)
         deployments.create("bandit", f"models:/{model_name}@champion", store=store)
-        return PromotionController(model_name, "bandit", LocalTarget(tmp_path / "state"), store, policy,
+        return PromotionController(model_name, "bandit", f"rlops-local:{tmp_path / 'state'}", store, policy,
                                    served_model="policy")
 
     yield make
@@ -155,8 +156,8 @@ def test_rollback_while_requests_are_in_flight(setup, model_name, tmp_path):
         t.start()
     try:
         for _ in range(5):  # flip canary on and off repeatedly under load
-            controller.target.configure("bandit", controller.champion.uri, None, "off", 0.0)
-            controller.target.configure("bandit", controller.champion.uri, controller.challenger.uri, "canary", 0.5)
+            route(controller.target, "bandit", controller.champion.uri, None, "off", 0.0)
+            route(controller.target, "bandit", controller.champion.uri, controller.challenger.uri, "canary", 0.5)
     finally:
         stop.set()
         for t in threads:

@@ -11,13 +11,13 @@ from rlops_plugin import EnvSpec, PolicyBundle, RewardSpec, hookimpl, plugins
 from rlops_plugin.errors import ConfigError
 from rlops_plugin.evaluation.gate import CheckResult, GateError, GatePolicy, gate
 from rlops_plugin.evaluation.regression import compare
-from rlops_plugin.simulation.rollouts import rollout
 from rlops_plugin.experience.dataset import Dataset
 from rlops_plugin.experience.feedback import parse_feedback
 from rlops_plugin.experience.store import open_store
 from rlops_plugin.flavor.model import LoadedModel
 from rlops_plugin.serving.engine import DecisionEngine
 from rlops_plugin.serving.requests import DecisionRequest
+from rlops_plugin.simulation.rollouts import rollout
 from rlops_plugin.training.bc import BCConfig, BCTrainer
 
 FAST = {"episodes": 8}
@@ -80,6 +80,29 @@ def test_custom_check_through_the_gate_checks_hook(strong_bundle):
         assert result.passed and result.checks[0].metrics["left_share"] > 0.2
     finally:
         plugins.reset()
+
+
+def test_a_plugin_check_receives_its_own_settings(strong_bundle):
+    def share_between(ctx):
+        bounds = ctx.settings("share_between")
+        left = ctx.candidate_report.action_counts[0] / ctx.candidate_report.action_counts.sum()
+        return CheckResult("share_between", bounds["low"] < left < bounds["high"], f"left share {left:.2f}")
+
+    plugin = types.SimpleNamespace(rlops_register_gate_checks=hookimpl(
+        lambda register: register("share_between", share_between)))
+    plugins.add_plugin(plugin, "share-check")
+    try:
+        policy = {**FAST, "checks": ["share_between"]}
+        assert gate(strong_bundle, None, {**policy, "check_settings": {"share_between": {"low": 0.2, "high": 0.8}}}
+                    ).passed
+        assert not gate(strong_bundle, None, {**policy, "check_settings": {"share_between": {"low": 0.9, "high": 1}}}
+                        ).passed
+        with pytest.raises(ConfigError, match=r"check_settings\['regression'\]: a built-in check reads"):
+            GatePolicy.from_dict({"check_settings": {"regression": {"margin": 0.1}}})
+        with pytest.raises(ConfigError, match=r"check_settings\['share_between'\]: it is not one of the checks"):
+            GatePolicy.from_dict({"check_settings": {"share_between": {}}})
+    finally:
+        plugins.remove_plugin("share-check")
 
 
 def bandit_policy(kind: str) -> PolicyBundle:

@@ -14,8 +14,9 @@ import pytest
 
 from rlops_plugin import flavor
 from rlops_plugin.audit.events import list_events
-from rlops_plugin.evaluation.gate import gate, record_gate
+from rlops_plugin.evaluation.gate import gate
 from rlops_plugin.flavor import registry
+from rlops_plugin.lifecycle.gate import record_gate
 
 pytestmark = pytest.mark.integration
 

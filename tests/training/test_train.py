@@ -15,6 +15,7 @@ from rlops_plugin.errors import ConfigError
 from rlops_plugin.experience.dataset import DatasetError, build_transitions
 from rlops_plugin.experience.store import open_store
 from rlops_plugin.flavor import registry
+from rlops_plugin.lifecycle import train as train_and_register
 from rlops_plugin.training.train import train
 from tests.experience.test_dataset import log_episodes
 
@@ -39,7 +40,7 @@ def dataset_dir(tmp_path, cartpole_bundle):
 
 def test_update_is_registered_with_lineage(champion, dataset_dir, model_name):
     path, data = dataset_dir
-    outcome = train("bc", champion, path, {"steps": 60}, register_as=model_name, eval_episodes=5)
+    outcome = train_and_register("bc", champion, path, {"steps": 60}, register_as=model_name, eval_episodes=5)
     assert outcome.version == "2" and outcome.dataset_digest == data.digest
     mv = registry.client().get_model_version(model_name, "2")
     assert mv.tags["rlops.parent_version"] == "1"
@@ -64,8 +65,9 @@ def test_update_is_registered_with_lineage(champion, dataset_dir, model_name):
 def test_chained_update_keeps_the_registered_parent_and_dataset(champion, dataset_dir, model_name):
     path, data = dataset_dir
     offline = train("bc", champion, path, {"steps": 30}, eval_episodes=0)
-    tuned = train("sim_finetune", offline.model_uri, None, {"total_steps": 128, "n_envs": 2, "rollout_steps": 64},
-                  register_as=model_name, eval_episodes=0)
+    tuned = train_and_register("sim_finetune", offline.model_uri, None,
+                               {"total_steps": 128, "n_envs": 2, "rollout_steps": 64}, register_as=model_name,
+                               eval_episodes=0)
     lineage = tuned.bundle.lineage
     assert lineage["parent_version"] == "1" and lineage["dataset_digest"] == data.digest
     assert lineage["trainer_chain"] == ["bc", "sim_finetune"]

@@ -1,0 +1,62 @@
+"""Evaluate one policy: rollouts on fixed seeds and scenario suites, with namespaced metrics.
+
+The one implementation behind ``rlops evaluate``, the ``evaluate_policy`` component, the MLflow
+evaluator and the demo; the gate compares two policies on the same seeds (``evaluation.gate``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlops_plugin.bundle.bundle import PolicyBundle
+from rlops_plugin.defaults import CONFIDENCE, EVAL_EPISODES, EVAL_SEED
+from rlops_plugin.simulation.rollouts import rollout
+from rlops_plugin.simulation.scenarios import ScenarioSuite, run_suite
+
+
+@dataclass
+class PolicyEvaluation:
+    """What an evaluation found: the rollout summary and each scenario suite's results."""
+
+    policy_version: str
+    episodes: int
+    seed: int
+    rollouts: dict[str, Any]
+    scenarios: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def passed_scenarios(self) -> bool:
+        """True when every scenario of every suite passed (also when there were none)."""
+        return all(r["passed"] for results in self.scenarios.values() for r in results)
+
+    def metrics(self) -> dict[str, float]:
+        """``eval/...``, ``eval/action_<i>_frequency`` and ``scenario/<suite>/<scenario>/...`` metrics."""
+        out = {f"eval/{k}": float(v) for k, v in self.rollouts.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for i, freq in enumerate(self.rollouts.get("action_frequencies") or []):
+            out[f"eval/action_{i}_frequency"] = float(freq)
+        for suite, results in self.scenarios.items():
+            for r in results:
+                out[f"scenario/{suite}/{r['scenario']}/passed"] = float(r["passed"])
+                out[f"scenario/{suite}/{r['scenario']}/return_mean"] = float(r["return_mean"])
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the model, the seeds, the rollout summary and the scenarios."""
+        return {"model": self.policy_version, "episodes": self.episodes, "seed": self.seed,
+                "rollouts": self.rollouts, "scenarios": self.scenarios}
+
+
+def evaluate_policy(bundle: PolicyBundle, *, episodes: int = EVAL_EPISODES, seed: int = EVAL_SEED,
+                    scenarios: list[str] | tuple[str, ...] = (), confidence: float = CONFIDENCE,
+                    policy_version: str | None = None) -> PolicyEvaluation:
+    """Roll ``bundle`` out on seeds ``seed .. seed+episodes-1`` and through each scenario suite."""
+    summary = rollout(bundle.policy, bundle.env_spec, range(seed, seed + episodes),
+                      reward_spec=bundle.reward_spec).summary(confidence)
+    results: dict[str, list[dict[str, Any]]] = {}
+    for ref in scenarios:
+        suite = ScenarioSuite.load(ref)
+        results[suite.name] = [r.to_dict() for r in run_suite(bundle.policy, bundle.env_spec, suite,
+                                                                bundle.reward_spec)]
+    return PolicyEvaluation(policy_version or bundle.bundle_sha[:12], episodes, seed, summary, results)

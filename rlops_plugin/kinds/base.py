@@ -1,0 +1,91 @@
+"""The ``PolicyKind`` protocol: everything that differs between kinds of policy, behind one interface.
+
+A kind owns the policy part of a bundle (its files, hash and description), how a request is
+parsed and decided (the serving engine, which writes the decision record), how datasets are built
+from the log, and which trainers apply. Everything else (bundle integrity, registry, store, gates,
+deployment, promotion, audit) is shared. A kind is registered through ``rlops_register_policy_kinds``;
+bundles name their kind in the manifest (absent means ``vector``, so older bundles load unchanged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from rlops_plugin import plugins
+from rlops_plugin.bundle.bundle import DEFAULT_KIND
+
+__all__ = ["DEFAULT_KIND", "DecisionEngine", "KindPolicy", "PolicyKind", "get_kind", "kind_of"]
+
+
+@runtime_checkable
+class KindPolicy(Protocol):
+    """What shared code reads from any kind's policy object."""
+
+    kind: str
+    architecture: str
+    observation_space: Any
+    action_space: Any
+
+    def sha256(self) -> str:
+        """Content hash of the policy part (config and weights)."""
+
+    def describe(self) -> dict[str, Any]:
+        """JSON description (architecture, config, spaces) shown by ``rlops bundle inspect`` and the registry."""
+
+
+class DecisionEngine(Protocol):
+    """What the KServe predictor calls: parse a v1/v2 request, decide, report what is served."""
+
+    champion: Any
+    challenger: Any
+    exploration: Any
+    routing: Any
+
+    def parse_v1(self, body: Any, max_batch: int) -> Any:
+        """A validated request from a v1 ``{"instances": [...]}`` body; ``InvalidObservationError`` names the field."""
+
+    def parse_v2(self, request: Any, max_batch: int) -> Any:
+        """The same from a v2 ``InferRequest``."""
+
+    def decide(self, request: Any) -> Any:
+        """``Decisions``: the ``DecisionBatch`` to log durably and the rows to return."""
+
+    def policies(self) -> list[str]:
+        """Versions served (champion first)."""
+
+
+class PolicyKind(Protocol):
+    """One kind of policy (``vector``: torch networks over flat observations; ``agent``: LLM agents; ...)."""
+
+    name: str
+    policy_files: tuple[str, ...]
+    """Bundle-relative file names of the policy part (``policy/...``), every one hashed in the manifest."""
+
+    def save_policy(self, policy: Any) -> dict[str, bytes]:
+        """The policy part as ``{file name: bytes}`` (JSON and safetensors only: no pickle)."""
+
+    def load_policy(self, paths: Mapping[str, Path]) -> Any:
+        """Parse the policy from its files, already verified against the manifest's hashes."""
+
+    def engine(self, model_name: str, champion: Any, challenger: Any, exploration: Any, routing: Any,
+               seed: int | None = None) -> DecisionEngine:
+        """The serving engine for champion (and challenger) ``LoadedModel``s."""
+
+    def dataset_builders(self) -> dict[str, Callable[..., Any]]:
+        """Dataset kind (``transitions``, ``preferences``, ...) -> ``build(store, model, bundle, **options)``."""
+
+    def trainer_applies(self, trainer_cls: type) -> bool:
+        """Whether a registered trainer can update this kind's policies."""
+
+
+def get_kind(name: str) -> PolicyKind:
+    """The registered kind ``name`` (a ``PluginError`` lists the known ones)."""
+    return plugins.policy_kinds().get(name).value
+
+
+def kind_of(bundle_or_policy: Any) -> PolicyKind:
+    """The kind of a bundle (or of a policy object)."""
+    policy = getattr(bundle_or_policy, "policy", bundle_or_policy)
+    return get_kind(getattr(policy, "kind", DEFAULT_KIND))

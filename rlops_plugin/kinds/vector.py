@@ -1,0 +1,55 @@
+"""The ``vector`` kind: a torch network over flat float observations, Discrete or Box actions.
+
+Today's policies, unchanged: files ``policy/config.json`` + ``policy/weights.safetensors``, the
+serving :class:`~rlops_plugin.serving.engine.DecisionEngine`, transitions and preference datasets,
+and every trainer that does not declare another kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from rlops_plugin.bundle.bundle import POLICY_CONFIG_FILE, POLICY_WEIGHTS_FILE
+from rlops_plugin.bundle.hashing import canonical_json
+from rlops_plugin.bundle.policy import Policy
+from rlops_plugin.bundle.storage import read_json, sniff_safetensors
+from rlops_plugin.kinds.base import DEFAULT_KIND
+
+
+class VectorKind:
+    """Torch networks built from a registered architecture name + JSON config; weights in safetensors."""
+
+    name = DEFAULT_KIND
+    policy_files = (POLICY_CONFIG_FILE, POLICY_WEIGHTS_FILE)
+
+    def save_policy(self, policy: Policy) -> dict[str, bytes]:
+        """Config as canonical JSON, weights as safetensors."""
+        return {POLICY_CONFIG_FILE: canonical_json(policy.describe()), POLICY_WEIGHTS_FILE: policy.weights_bytes()}
+
+    def load_policy(self, paths: Mapping[str, Path]) -> Policy:
+        """Build the network from its JSON description, then load the (sniffed) safetensors weights."""
+        policy = Policy.from_description(read_json(paths[POLICY_CONFIG_FILE], POLICY_CONFIG_FILE))
+        policy.load_weights_bytes(sniff_safetensors(paths[POLICY_WEIGHTS_FILE], POLICY_WEIGHTS_FILE))
+        return policy
+
+    def engine(self, model_name: str, champion: Any, challenger: Any, exploration: Any, routing: Any,
+               seed: int | None = None) -> Any:
+        """The vectorised decision engine (exploration, shields, shadow/canary routing, propensities)."""
+        from rlops_plugin.serving.engine import DecisionEngine
+
+        return DecisionEngine(model_name, champion, challenger, exploration, routing, seed=seed)
+
+    def dataset_builders(self) -> dict[str, Callable[..., Any]]:
+        """Transitions for offline RL, preference pairs from corrections and ratings."""
+        from rlops_plugin.experience.dataset import build_preferences, build_transitions
+
+        return {"transitions": build_transitions, "preferences": build_preferences}
+
+    def trainer_applies(self, trainer_cls: type) -> bool:
+        """Trainers that do not name another kind (CQL, BC, DPO, PPO) train vector policies."""
+        return getattr(trainer_cls, "policy_kind", DEFAULT_KIND) == self.name
+
+
+VECTOR = VectorKind()

@@ -1,0 +1,74 @@
+"""Update a policy from the deployed checkpoint: offline or simulator training, optional fine-tuning, registration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rlops_plugin import plugins
+from rlops_plugin.bundle.bundle import PolicyBundle
+from rlops_plugin.defaults import EVAL_EPISODES, EXPERIMENT
+from rlops_plugin.errors import ConfigError
+from rlops_plugin.experience.dataset import Dataset
+from rlops_plugin.flavor.model import LoadedModel, as_loaded
+from rlops_plugin.kinds.base import kind_of
+from rlops_plugin.lifecycle.register import register
+from rlops_plugin.simulation.calibration import Calibration
+from rlops_plugin.training.base import Progress
+from rlops_plugin.training.train import TrainOutcome
+from rlops_plugin.training.train import train as run_trainer
+
+FINETUNE_TRAINER = "sim_finetune"
+
+
+def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | Path | Dataset | None = None,
+          config: dict[str, Any] | None = None, *, finetune_steps: int = 0,
+          finetune_config: dict[str, Any] | None = None, calibration: Calibration | None = None,
+          register_as: str | None = None, alias: str | None = None, allow_mismatch: bool = False,
+          eval_episodes: int = EVAL_EPISODES, experiment: str | None = EXPERIMENT, run_name: str | None = None,
+          progress: Progress | None = None) -> TrainOutcome:
+    """Train ``trainer`` from ``init``, then fine-tune ``finetune_steps`` in the simulator; log each stage.
+
+    Simulator trainers ignore ``dataset``. With ``calibration`` the simulator stages randomize the
+    fitted physics around their fitted values (overriding configured ranges of the same names) and
+    record the fit in the lineage. With ``register_as`` the final model is registered (see
+    :func:`~rlops_plugin.lifecycle.register.register`) and ``alias`` set on it.
+    """
+    trainer_cls = plugins.trainers().get(trainer).value
+    loaded = as_loaded(init)
+    kind = kind_of(loaded.bundle)
+    if not kind.trainer_applies(trainer_cls):
+        raise ConfigError(f"trainer {trainer!r} does not train {kind.name} policies")
+    init = loaded
+    simulator = trainer_cls.data_kind == "simulator"
+    config = dict(config or {})
+    if simulator:
+        dataset = None
+        if calibration is not None:
+            config = calibrated(config, calibration)
+    fitted = calibration.to_dict() if calibration is not None else None
+    outcome = run_trainer(trainer, init, dataset, config, allow_mismatch=allow_mismatch,
+                          eval_episodes=eval_episodes, experiment=experiment, run_name=run_name, progress=progress,
+                          calibration=fitted if simulator else None)
+    if finetune_steps > 0:
+        base_return = outcome.metrics.get("eval/init_return_mean")
+        finetune = {**(finetune_config or {}), "total_steps": finetune_steps}
+        if calibration is not None:
+            finetune = calibrated(finetune, calibration)
+        outcome = run_trainer(FINETUNE_TRAINER, outcome.model_uri or outcome.bundle, None, finetune,
+                              eval_episodes=eval_episodes, experiment=experiment, progress=progress,
+                              calibration=fitted)
+        if base_return is not None:  # before = the deployed checkpoint, not the intermediate stage
+            outcome.metrics["eval/init_return_mean"] = base_return
+    if register_as:
+        if outcome.model_uri is None:
+            raise ValueError("register_as needs a model logged to MLflow (experiment must not be None)")
+        outcome.version = register(outcome.model_uri, register_as, alias=alias, bundle=outcome.bundle)
+        outcome.registered_name = register_as
+    return outcome
+
+
+def calibrated(config: dict[str, Any], calibration: Calibration) -> dict[str, Any]:
+    """``config`` with ``extra_randomization`` centred on the calibration's fitted values."""
+    return {**config, "extra_randomization": {**(config.get("extra_randomization") or {}),
+                                              **calibration.randomization()}}
