@@ -116,9 +116,10 @@ def plugins_cmd() -> None:
     for kind, reg in (("envs", plugins.envs()), ("rewards", plugins.rewards()),
                       ("architectures", plugins.architectures()), ("trainers", plugins.trainers()),
                       ("monitors", plugins.monitors()), ("scenario suites", plugins.scenario_suites()),
-                      ("gate checks", plugins.gate_checks())):
+                      ("gate checks", plugins.gate_checks()), ("trigger actions", plugins.trigger_actions()),
+                      ("policy kinds", plugins.policy_kinds())):
         for entry in reg.entries():
-            click.echo(f"  {kind:<14} {entry.name:<28} {entry.plugin}  {entry.description}")
+            click.echo(f"  {kind:<16} {entry.name:<28} {entry.plugin}  {entry.description}")
 
 
 @main.group()

@@ -50,7 +50,7 @@ def _tour(tracking_uri: str, echo: Callable[[str], None]) -> dict[str, str]:
     flavor.promote(name, v1)
     replaced = flavor.promote(name, v2)
     echo(f"champion moved {replaced} -> {v2} (previous = {replaced})")
-    loaded = flavor.load_model_with_source(f"models:/{name}@champion")
+    loaded = flavor.load_model_with_source(flavor.ModelRef.of(name, alias="champion").uri)
     obs = np.random.default_rng(0).normal(size=(100, 4))
     same = bool((loaded.bundle.policy.act(obs, deterministic=True)[0]
                  == second.policy.act(obs, deterministic=True)[0]).all())

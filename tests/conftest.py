@@ -155,3 +155,19 @@ def start_server(tmp_path):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def strong_bundle():
+    """A strong CartPole policy: a behaviour clone of the heuristic on states it visits (returns ~500)."""
+    from rlops_plugin.training.expert import distill_cartpole_heuristic
+
+    return distill_cartpole_heuristic(episodes=30, max_steps=300, hidden_sizes=[32, 32], bc_steps=600, lr=3e-3)
+
+
+@pytest.fixture(scope="session")
+def weak_bundle():
+    """An untrained CartPole policy (returns ~10)."""
+    from rlops_plugin import EnvSpec, PolicyBundle
+
+    return PolicyBundle.create(EnvSpec(id="CartPole-v1"), config={"hidden_sizes": [32, 32]}, seed=1)

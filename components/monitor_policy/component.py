@@ -4,13 +4,14 @@ from typing import NamedTuple
 
 from kfp import dsl
 
-from rlops_plugin.defaults import MONITOR_REFERENCE, MONITOR_WINDOW
 from rlops_plugin.pipelines.images import component_image
 
 
+# The defaults are literals because KFP ships this function's source alone; they equal
+# rlops_plugin.defaults.MONITOR_REFERENCE and MONITOR_WINDOW (tests/pipelines/test_components.py checks).
 @dsl.component(base_image=component_image(), install_kfp_package=False)
 def monitor_policy(model: str, store: str, report: dsl.Output[dsl.HTML], metrics: dsl.Output[dsl.Metrics],
-                   reference: str = MONITOR_REFERENCE, window: int = MONITOR_WINDOW, triggers_json: str = "",
+                   reference: str = "rollouts:20000", window: int = 1000, triggers_json: str = "",
                    tracking_uri: str = "") -> NamedTuple("Outputs", [("triggered", bool), ("events_json", str)]):
     """Windows are logged to an MLflow monitoring run; ``report`` is the last drifting window's report."""
     import json

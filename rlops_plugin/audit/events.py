@@ -19,8 +19,22 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 AUDIT_EXPERIMENT = "rlops-audit"
-EVENT_KINDS = ("policy_update", "gate", "deployment", "canary_step", "promotion", "rollback", "approval",
-               "trigger", "pipeline_cycle", "monitoring")
+EVENT_DETAILS: dict[str, tuple[str, ...]] = {
+    "policy_update": ("lineage", "hashes", "run_id", "model_uri", "dataset_digest", "calibration", "gate"),
+    "gate": ("candidate", "candidate_uri", "champion", "policy", "summary", "checks"),
+    "deployment": ("target", "deployment", "model_uri", "config"),
+    "canary_step": ("deployment", "policy", "champion", "challenger"),
+    "promotion": ("previous_champion", "new_champion"),
+    "rollback": ("deployment", "from", "to"),
+    "approval": ("rlops.approval.by", "rlops.approval.at", "rlops.approval.note"),
+    "trigger": ("trigger", "monitoring_run_id"),
+    "pipeline_cycle": ("pipeline_run", "champion_after", "challenger_after"),
+    "monitoring": (),
+}
+"""The one shape of each event kind: the ``details`` keys every event of that kind carries (docs/audit.md)."""
+EVENT_KINDS = tuple(EVENT_DETAILS)
+MISSING_DETAILS = "missing_details"
+"""Set by ``record_event`` on an event written without some of its kind's details (filled with null)."""
 
 
 def current_actor() -> str:
@@ -57,6 +71,9 @@ def record_event(event: AuditEvent) -> AuditEvent:
 
     if event.kind not in EVENT_KINDS:
         raise ValueError(f"unknown audit event kind {event.kind!r}; known: {EVENT_KINDS}")
+    missing = [key for key in EVENT_DETAILS[event.kind] if key not in event.details]
+    if missing:  # keep the one shape; say which keys the writer did not give (rlops' own writers give all)
+        event.details = {**event.details, **dict.fromkeys(missing), MISSING_DETAILS: missing}
     client = MlflowClient()
     experiment = client.get_experiment_by_name(AUDIT_EXPERIMENT)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(AUDIT_EXPERIMENT)

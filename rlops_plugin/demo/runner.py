@@ -125,9 +125,11 @@ def run_demo(root: str | Path = ".rlops/demo", config: DemoConfig | None = None,
             result.initial_version = _initial_champion(name, config, out)
             info["detail"] = f"{name} version {result.initial_version} is @champion"
         with out.stage(3, "Deploy the champion (KServe ModelServer, epsilon-greedy exploration)") as info:
+            from rlops_plugin.deploy.local import LocalDeployments
             from rlops_plugin.flavor import ModelRef
             from rlops_plugin.lifecycle import deploy
 
+            deployments = LocalDeployments(root / "deployments")  # what the last stage stops, whatever happens
             state = deploy(f"rlops-local:{root / 'deployments'}", DEPLOYMENT, ModelRef.of(name, alias="champion").uri,
                            {"store": store, "exploration": "epsilon", "epsilon": config.epsilon, "seed": config.seed})
             info["detail"] = f"{state['url']} (pid {state['pid']}), decisions logged to {store}"
@@ -246,9 +248,7 @@ def _require_empty_store(url: str) -> None:
 
 def _initial_champion(name: str, config: DemoConfig, out: DemoConsole) -> str:
     from rlops_plugin import PolicyBundle
-    from rlops_plugin.audit.events import AuditEvent, record_event
-    from rlops_plugin.flavor import promote
-    from rlops_plugin.lifecycle import train
+    from rlops_plugin.lifecycle import crown, train
 
     bundle = PolicyBundle.create(_env_spec(config), "env", seed=config.seed)
     with out.progress() as bar:
@@ -263,11 +263,8 @@ def _initial_champion(name: str, config: DemoConfig, out: DemoConsole) -> str:
                         register_as=name, alias=None, eval_episodes=config.eval_episodes, experiment="rlops-demo",
                         run_name="initial champion", progress=progress)
     version = str(outcome.version)
-    promote(name, version)
-    record_event(AuditEvent("promotion", name, version, decision="promoted",
-                            reason="initial champion: the first version, nothing to compare against",
-                            metrics={k: v for k, v in outcome.metrics.items() if k.startswith("eval/")},
-                            details={"run_id": outcome.run_id}))
+    crown(name, version, "initial champion: the first version, nothing to compare against",
+          {k: v for k, v in outcome.metrics.items() if k.startswith("eval/")})
     out.say(f"    evaluation return {outcome.metrics.get('eval/return_mean', float('nan')):.1f} "
             f"over {config.eval_episodes} episodes (MLflow run {outcome.run_id})")
     return version
@@ -426,13 +423,13 @@ def _compare(name: str, initial: str, final: str, nominal: Any, shifted: Any,
              config: DemoConfig) -> dict[str, dict[str, float]]:
     import numpy as np
 
-    from rlops_plugin.flavor import load_model
+    from rlops_plugin.flavor import ModelRef, load_model
     from rlops_plugin.simulation.rollouts import rollout
 
     seeds = range(50_000, 50_000 + config.final_eval_episodes)
     out: dict[str, dict[str, float]] = {}
     for who, version in (("initial", initial), ("final", final)):
-        policy = load_model(f"models:/{name}/{version}").policy
+        policy = load_model(ModelRef.of(name, version=version).uri).policy
         out[who] = {world: float(np.mean(rollout(policy, spec, seeds).returns))
                     for world, spec in (("nominal", nominal), ("shifted", shifted))}
     return out

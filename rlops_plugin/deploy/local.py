@@ -19,7 +19,9 @@ from typing import Any
 
 import httpx
 
+from rlops_plugin.defaults import CHAMPION
 from rlops_plugin.errors import ConfigError, RLOpsError
+from rlops_plugin.flavor.refs import ModelRef
 from rlops_plugin.local.processes import LOCALHOST, free_port, http_ok, kill_group
 
 STATE_ENV = "RLOPS_LOCAL_DEPLOYMENTS"
@@ -37,10 +39,10 @@ def state_root(root: str | Path | None = None) -> Path:
 
 def challenger_defaults(model_uri: str) -> str:
     """``models:/NAME@champion`` for a ``models:/NAME...`` challenger URI (the champion it challenges)."""
-    if not model_uri.startswith("models:/"):
+    ref = ModelRef.parse(model_uri)
+    if not ref.registered:
         raise ConfigError(f"{model_uri}: shadow/canary need a champion; pass config champion=URI")
-    name = model_uri[len("models:/"):].split("@")[0].split("/")[0]
-    return f"models:/{name}@champion"
+    return ref.at_alias(CHAMPION).uri
 
 
 class LocalDeployments:

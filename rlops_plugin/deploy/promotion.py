@@ -181,8 +181,11 @@ class PromotionController:
             route(self.target, self.deployment, champ.uri, None, "off", 0.0)
             if action.state == ROLLED_BACK and remove_alias:
                 registry.delete_alias(self.model_name, "challenger")
-            kind = "rollback" if action.state == ROLLED_BACK else "canary_step"
-            self._audit(kind, action.state, action.reason, metrics)
+            if action.state == ROLLED_BACK:
+                self._audit("rollback", action.state, action.reason, metrics,
+                            {"from": chal.version, "to": champ.version})
+            else:
+                self._audit("canary_step", action.state, action.reason, metrics)
         return action
 
     def _audit(self, kind: str, decision: str, reason: str, metrics: dict[str, float],

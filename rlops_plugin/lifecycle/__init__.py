@@ -6,12 +6,12 @@ adapt these; nothing below this package records lifecycle decisions on its own b
 
 from rlops_plugin.lifecycle.cycle import record_cycle
 from rlops_plugin.lifecycle.data import build_dataset, calibrate
-from rlops_plugin.lifecycle.deploy import approve, deploy, promote, rollback
+from rlops_plugin.lifecycle.deploy import approve, crown, deploy, promote, rollback
 from rlops_plugin.lifecycle.evaluate import evaluate
 from rlops_plugin.lifecycle.gate import gate
 from rlops_plugin.lifecycle.monitor import monitor
 from rlops_plugin.lifecycle.register import register
 from rlops_plugin.lifecycle.train import train
 
-__all__ = ["approve", "build_dataset", "calibrate", "deploy", "evaluate", "gate", "monitor", "promote", "record_cycle",
-           "register", "rollback", "train"]
+__all__ = ["approve", "build_dataset", "calibrate", "crown", "deploy", "evaluate", "gate", "monitor", "promote",
+           "record_cycle", "register", "rollback", "train"]

@@ -45,6 +45,14 @@ def rollback(name: str, *, deployment: str | None = None, target: str = "rlops-l
     return before, restored
 
 
+def crown(name: str, version: str, reason: str, metrics: dict[str, float] | None = None) -> AuditEvent:
+    """Make ``version`` the champion without a canary (the first version: there is nothing to compare against)."""
+    previous = registry.promote(name, version)
+    return record_event(AuditEvent("promotion", name, str(version), decision="promoted", reason=reason,
+                                   metrics=dict(metrics or {}),
+                                   details={"previous_champion": previous, "new_champion": str(version)}))
+
+
 def approve(name: str, version: str, actor: str | None = None, note: str = "") -> AuditEvent:
     """Approve ``name`` ``version`` for full promotion: registry tags and an ``approval`` event (who, when, why)."""
     return record_approval(name, version, actor, note)

@@ -12,8 +12,7 @@ monitor, report or run needs them (``rlops monitor --help`` stays fast). See doc
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rlops_plugin._lazy import lazy_exports
 
 _EXPORTS = {
     "config": ("DEFAULT_MONITORS", "DEFAULT_RULES", "MonitorConfig", "MonitorConfigError", "MonitorError",
@@ -30,13 +29,4 @@ _EXPORTS = {
                  "TriggerEngine", "TriggerEvent", "deliver", "parse_rules", "register_trigger_action",
                  "resolve_action", "trigger_actions"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    """Import the public names lazily from their modules."""
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rlops_plugin.monitoring' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"rlops_plugin.monitoring.{module}"), name)
+__all__, __getattr__ = lazy_exports(__name__, _EXPORTS)

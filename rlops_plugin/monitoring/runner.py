@@ -40,6 +40,7 @@ import pandas as pd
 from rlops_plugin.errors import RLOpsError
 from rlops_plugin.experience.join import JoinConfig
 from rlops_plugin.experience.store import ExperienceStore
+from rlops_plugin.flavor.refs import ModelRef
 from rlops_plugin.monitoring.config import DEFAULT_RULES, MonitorConfig, MonitorConfigError, MonitorError, ReportMode
 from rlops_plugin.monitoring.drift import DriftMonitor
 from rlops_plugin.monitoring.frames import EpisodeCarry, add_episode_returns, attach_feedback, load_decisions
@@ -170,20 +171,37 @@ REPORT_MODES: tuple[str, ...] = tuple(mode.value for mode in ReportMode)
 
 @dataclass(frozen=True)
 class ResolvedPolicy:
-    """The policy version a monitor watches, and where it came from."""
+    """The policy version a monitor watches: its ``ModelRef`` pinned to one version, and its logged name."""
 
     policy_version: str
     """As logged with each decision: ``name/version@bundle12`` (registry) or ``bundle12`` (path)."""
-    model_uri: str
-    model_name: str | None = None
-    version: str | None = None
-    alias: str | None = None
+    ref: ModelRef
+
+    @property
+    def model_uri(self) -> str:
+        """What to load: the pinned ``models:/NAME/VERSION`` or the local directory."""
+        return self.ref.download_uri
+
+    @property
+    def model_name(self) -> str | None:
+        """The registered model's name (None for a local directory)."""
+        return self.ref.name
+
+    @property
+    def version(self) -> str | None:
+        """The registry version the alias pointed to when resolved."""
+        return self.ref.version
+
+    @property
+    def alias(self) -> str | None:
+        """The alias that was resolved, if any."""
+        return self.ref.alias
 
     def load_bundle(self) -> Any:
         """Download and verify the bundle (needed for rollout references)."""
         from rlops_plugin.flavor.model import load_local_model, load_model
 
-        if self.version is None and Path(self.model_uri).is_dir():
+        if not self.ref.registered and Path(self.model_uri).is_dir():
             return load_local_model(self.model_uri)
         return load_model(self.model_uri)
 
@@ -194,25 +212,27 @@ def resolve_policy(ref: str) -> ResolvedPolicy:
     Registry references are pinned to one version first; the policy version string is built from the
     version's ``rlops.bundle_sha`` tag (the model is downloaded only when the tag is missing).
     """
-    from rlops_plugin.flavor.registry import TAG_BUNDLE_SHA, resolve_model_uri
+    from rlops_plugin.flavor.lineage import TAG_BUNDLE_SHA
+    from rlops_plugin.flavor.refs import resolve_model_uri
 
     if Path(ref).is_dir():
         from rlops_plugin.flavor.model import load_local_model
 
-        return ResolvedPolicy(load_local_model(ref).bundle_sha[:12], str(Path(ref).resolve()))
-    uri = ref if ref.startswith("models:/") else f"models:/{ref}"
-    body = uri[len("models:/"):]
-    if not body or ("@" not in body and "/" not in body):
+        return ResolvedPolicy(load_local_model(ref).bundle_sha[:12], ModelRef(str(Path(ref).resolve())))
+    try:
+        parsed = ModelRef.parse(ref if ref.startswith("models:/") else f"models:/{ref}")
+    except RLOpsError:
+        parsed = ModelRef(ref)
+    if not parsed.registered or (parsed.version is None and parsed.alias is None):
         raise MonitorConfigError(f"--model {ref!r}: write NAME@ALIAS, NAME/VERSION, models:/NAME@ALIAS or a "
                                  "local model directory")
-    resolved = resolve_model_uri(uri)
+    resolved = resolve_model_uri(parsed)
     sha = resolved.tags.get(TAG_BUNDLE_SHA)
     if not sha:
         from rlops_plugin.flavor.model import load_model_with_source
 
         sha = load_model_with_source(resolved.download_uri).bundle.bundle_sha
-    return ResolvedPolicy(f"{resolved.name}/{resolved.version}@{sha[:12]}", resolved.download_uri, resolved.name,
-                          resolved.version, resolved.alias)
+    return ResolvedPolicy(f"{resolved.name}/{resolved.version}@{sha[:12]}", resolved)
 
 
 class MonitorSession:

@@ -16,8 +16,7 @@ MLflow load only with the check that needs them).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rlops_plugin._lazy import lazy_exports
 
 _EXPORTS = {
     "errors": ("ConformanceError",),
@@ -25,13 +24,4 @@ _EXPORTS = {
     "envs": ("check_env",),
     "monitors": ("check_monitor",),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    """Import the public names lazily from their modules."""
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rlops_plugin.testing' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"rlops_plugin.testing.{module}"), name)
+__all__, __getattr__ = lazy_exports(__name__, _EXPORTS)

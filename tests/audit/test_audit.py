@@ -77,3 +77,25 @@ def test_library_approval_and_html_escaping(two_versions, tracking):
     assert f"{tracking}/#/experiments/{experiment_id}/runs/{event.run_id}" in page
     with pytest.raises(mlflow.exceptions.MlflowException):
         approve(name, 99)
+
+
+def test_every_event_kind_has_one_documented_shape():
+    """docs/audit.md lists each kind with exactly the details keys of its one shape (EVENT_DETAILS)."""
+    from rlops_plugin.audit.events import EVENT_DETAILS, EVENT_KINDS
+    from tests.conftest import REPO_ROOT
+
+    docs = (REPO_ROOT / "docs" / "audit.md").read_text().split("## Event kinds", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip().strip("`"): line.split("|")[3] for line in docs.splitlines()
+            if line.startswith("| `")}
+    assert set(rows) == set(EVENT_KINDS)
+    for kind, keys in EVENT_DETAILS.items():
+        documented = {part.strip().strip("`") for part in rows[kind].split(",") if part.strip()}
+        assert documented == set(keys), kind
+
+
+def test_an_event_missing_details_keeps_the_shape_and_says_so(tracking, model_name):
+    from rlops_plugin.audit.events import MISSING_DETAILS
+
+    record_event(AuditEvent("rollback", model_name, "1", details={"deployment": "d"}))
+    (event,) = list_events(model_name)
+    assert event.details == {"deployment": "d", "from": None, "to": None, MISSING_DETAILS: ["from", "to"]}

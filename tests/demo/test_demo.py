@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from rlops_plugin.audit.events import EVENT_DETAILS, MISSING_DETAILS
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 EVERY_EVENT = {"policy_update", "gate", "deployment", "canary_step", "promotion", "approval", "trigger",
@@ -78,6 +80,9 @@ def test_audit_trail_has_every_event(demo):
     trail = json.loads((demo["root"] / "report" / "audit.json").read_text())
     stored = {event["kind"] for event in trail["events"]}
     assert kinds == stored
+    for event in trail["events"]:  # one shape per kind, and every writer gave all of it (docs/audit.md)
+        assert set(EVENT_DETAILS[event["kind"]]) <= set(event["details"]), event
+        assert MISSING_DETAILS not in event["details"], event
     update = next(e for e in trail["events"] if e["kind"] == "policy_update"
                   and e["model_version"] == result["challenger_version"])
     assert update["details"]["dataset_digest"] and update["details"]["hashes"]["bundle"]

@@ -12,6 +12,7 @@ import mlflow
 import pytest
 
 from rlops_plugin import flavor
+from rlops_plugin.audit.events import list_events
 
 pytestmark = pytest.mark.integration
 MLFLOW = [sys.executable, "-m", "mlflow", "deployments"]
@@ -86,3 +87,8 @@ def test_deployments_from_the_shell(registered, tracking, tmp_path, stop_leftove
     assert not alive(state["pid"])
     missing = mlflow_cli(["get", "-t", target, "--name", name], tracking, check=False)
     assert missing.returncode != 0 and "no local deployment" in missing.stderr
+    # every change made with `mlflow deployments` is a deployment audit event of the model it serves
+    trail = [(e.decision, e.model_version, e.details["config"].get("mode"), e.details["target"])
+             for e in list_events(name, kinds=["deployment"])]
+    assert trail == [("created", "2", "shadow", target), ("updated", "2", "canary", target),
+                     ("deleted", "1", None, target)]

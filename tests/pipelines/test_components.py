@@ -114,3 +114,14 @@ def test_traffic_overrides_are_checked_before_anything_runs():
 
     with pytest.raises(ConfigError, match="unknown EnvSpec fields.*lenght"):
         steps.deploy_policy("m", "d", "store.db", traffic_env_json='{"lenght": 1}', simulate_traffic=True)
+
+
+def test_component_literal_defaults_match_the_named_defaults():
+    """KFP ships a component's source alone, so its defaults are literals; they must not drift."""
+    import inspect
+
+    from components.monitor_policy.component import monitor_policy
+    from rlops_plugin.defaults import MONITOR_REFERENCE, MONITOR_WINDOW
+
+    params = inspect.signature(monitor_policy.python_func).parameters
+    assert (params["reference"].default, params["window"].default) == (MONITOR_REFERENCE, MONITOR_WINDOW)

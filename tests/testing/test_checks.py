@@ -14,6 +14,7 @@ from rlops_plugin import EnvSpec, hookimpl, plugins
 from rlops_plugin.errors import RLOpsError
 from rlops_plugin.testing import ConformanceError, check_env, check_monitor, check_trainer
 from rlops_plugin.training.base import GradientTrainer, Trainer, TrainResult
+from rlops_plugin.training.bc import BCConfig
 
 ENVS = plugins.envs().names()
 MONITORS = plugins.monitors().names()
@@ -209,26 +210,10 @@ def test_check_monitor_catches_a_broken_monitor(factory, check):
 
 # --- trainers -------------------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class _Settings:
-    """Settings of the test trainers."""
-
-    steps: int = 300
-    """Gradient steps."""
-    batch_size: int = 64
-    """Transitions per step."""
-    lr: float = 1e-2
-    """Adam learning rate."""
-    seed: int = 0
-    """Seed of mini-batch sampling."""
-    torch_threads: int = 1
-    """torch threads."""
-
-
 class _Imitate(GradientTrainer):
     """What a plugin trainer on the base class writes: the columns and one update step."""
 
-    Config = _Settings
+    Config = BCConfig  # a plugin may reuse a shipped config class
     data_kind = "transitions"
 
     def columns(self, data, config):
@@ -241,14 +226,14 @@ class _Imitate(GradientTrainer):
 
 
 def test_a_plugin_trainer_on_the_gradient_base_passes(tmp_path):
-    result = check_trainer(_Imitate, tmp_path)
+    result = check_trainer(_Imitate, tmp_path, config={"steps": 300, "batch_size": 64, "lr": 1e-2})
     assert result["after"] > result["before"] + 1.0
 
 
 class _MoveRight(Trainer):
     """A simulator trainer that simply makes the policy move right (correct, and fast)."""
 
-    Config = _Settings
+    Config = BCConfig  # a plugin may reuse a shipped config class
     data_kind = "simulator"
 
     def train(self, init, data, config, progress=None):
