@@ -202,7 +202,8 @@ def dataset() -> None:
 @click.option("--bundle", "bundle_uri", required=True,
               help="Model URI whose EnvSpec/RewardSpec define the data (e.g. models:/NAME@champion).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output dataset directory.")
-@click.option("--kind", type=click.Choice(["transitions", "preferences"]), default="transitions", show_default=True)
+@click.option("--kind", default="transitions", show_default=True,
+              help="A dataset of the bundle's policy kind (vector: transitions, preferences).")
 @click.option("--policy-version", "policy_versions", multiple=True, help="Only decisions of these versions.")
 @click.option("--window", "window_s", type=float, default=JOIN_WINDOW_S, show_default=True,
               help="Join window in seconds; later feedback is late.")

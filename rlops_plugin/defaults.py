@@ -6,11 +6,11 @@ Each is a measured or conventional choice; change it here and every edge follows
 from __future__ import annotations
 
 EVAL_SEED = 20_000
-"""First episode seed of every held-out evaluation (evaluate, gate, MLflow evaluator, monitor reference).
+"""First episode seed of every held-out evaluation (rlops evaluate, the component, the gate, the MLflow evaluator).
 Disjoint from TRAIN_EVAL_SEED, so a gate never scores a policy on the episodes its trainer selected on."""
 
 EVAL_EPISODES = 20
-"""Episodes of an evaluation or a paired comparison (20 paired episodes resolve CartPole gaps of ~20 return)."""
+"""Episodes of an evaluation, of the gate's paired comparison, and of training's before/after evaluation."""
 
 TRAIN_EVAL_SEED = 10_000
 """First episode seed of the before/after evaluation that training logs with each update."""

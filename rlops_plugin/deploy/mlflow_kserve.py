@@ -42,6 +42,9 @@ def _split(config: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any
 class RLOpsKServeDeploymentClient(BaseDeploymentClient):
     """Manages rlops InferenceServices for ``mlflow deployments``."""
 
+    audits_itself = True
+    """Every create, update and delete records its own ``deployment`` audit event."""
+
     def __init__(self, target_uri: str) -> None:
         super().__init__(target_uri)
         suffix = target_uri.split(":", 1)[1].strip("/") if ":" in target_uri else ""

@@ -57,6 +57,9 @@ def _instances(inputs: Any) -> list[Any]:
 class RLOpsLocalDeploymentClient(BaseDeploymentClient):
     """Manages local policy servers for ``mlflow deployments`` and ``mlflow.deployments.get_deploy_client``."""
 
+    audits_itself = True
+    """Every create, update and delete records its own ``deployment`` audit event."""
+
     def __init__(self, target_uri: str) -> None:
         super().__init__(target_uri)
         root = target_uri.split(":", 1)[1] if ":" in target_uri else ""

@@ -16,7 +16,8 @@ import logging
 from typing import Any
 
 from rlops_plugin.audit.events import AuditEvent, record_event
-from rlops_plugin.errors import ConfigError
+from rlops_plugin.deploy.local import DeploymentError
+from rlops_plugin.errors import ConfigError, RLOpsError
 from rlops_plugin.flavor.refs import ModelRef
 
 logger = logging.getLogger(__name__)
@@ -46,12 +47,18 @@ def route(client: Any, deployment: str, champion_uri: str, challenger_uri: str |
     """Serve ``champion_uri`` alone (``mode`` off) or with ``challenger_uri`` in shadow/canary at ``fraction``."""
     if mode not in MODES:
         raise ConfigError(f"mode: {mode!r} is not one of {MODES}")
+    from mlflow.exceptions import MlflowException
+
     token = _caller_audits.set(True)  # the caller records this change in its own audit event
     try:
         if mode == "off" or challenger_uri is None:
             return client.update_deployment(deployment, model_uri=champion_uri, config={"mode": "off"})
         return client.update_deployment(deployment, model_uri=challenger_uri,
                                         config={"mode": mode, "fraction": float(fraction), "champion": champion_uri})
+    except MlflowException as exc:  # rlops' targets wrap their typed errors for `mlflow deployments`: unwrap
+        if isinstance(exc.__cause__, RLOpsError):
+            raise exc.__cause__ from None
+        raise DeploymentError(f"deployment {deployment!r}: {exc.message}") from exc
     finally:
         _caller_audits.reset(token)
 

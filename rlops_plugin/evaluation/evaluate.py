@@ -1,7 +1,7 @@
 """Evaluate one policy: rollouts on fixed seeds and scenario suites, with namespaced metrics.
 
-The one implementation behind ``rlops evaluate``, the ``evaluate_policy`` component, the MLflow
-evaluator and the demo; the gate compares two policies on the same seeds (``evaluation.gate``).
+The one implementation behind ``rlops evaluate``, the ``evaluate_policy`` component and the MLflow
+evaluator; the gate compares two policies on the same seeds (``evaluation.gate``).
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 A kind owns the policy part of a bundle (its files, hash and description), how a request is
 parsed and decided (the serving engine, which writes the decision record), how datasets are built
-from the log, and which trainers apply. Everything else (bundle integrity, registry, store, gates,
-deployment, promotion, audit) is shared. A kind is registered through ``rlops_register_policy_kinds``;
-bundles name their kind in the manifest (absent means ``vector``, so older bundles load unchanged).
+from the log, and which trainers apply. Bundle integrity, registry, experience store, deployment
+targets, promotion and audit are shared; evaluation, the gate, training's bookkeeping and the
+monitor's features still assume the ``vector`` shape (docs/architecture.md lists where). A kind is
+registered through ``rlops_register_policy_kinds``; bundles name their kind in the manifest (absent
+means ``vector``, so older bundles load unchanged).
 """
 
 from __future__ import annotations
@@ -32,11 +34,17 @@ class KindPolicy(Protocol):
         """Content hash of the policy part (config and weights)."""
 
     def describe(self) -> dict[str, Any]:
-        """JSON description (architecture, config, spaces) shown by ``rlops bundle inspect`` and the registry."""
+        """JSON description shown by ``rlops bundle inspect`` and the registry; needs at least
+        ``architecture`` and ``action_space`` (a dict with ``type``), which the flavor and the tags read."""
 
 
 class DecisionEngine(Protocol):
-    """What the KServe predictor calls: parse a v1/v2 request, decide, report what is served."""
+    """What the KServe predictor calls: parse a v1/v2 request, decide, report what is served.
+
+    ``exploration`` and ``routing`` are the ``ExplorationConfig`` and ``RoutingConfig`` it was built
+    with (the predictor's status reports their ``to_dict()``); ``champion``/``challenger`` the
+    ``LoadedModel``s.
+    """
 
     champion: Any
     challenger: Any
@@ -50,7 +58,8 @@ class DecisionEngine(Protocol):
         """The same from a v2 ``InferRequest``."""
 
     def decide(self, request: Any) -> Any:
-        """``Decisions``: the ``DecisionBatch`` to log durably and the rows to return."""
+        """A ``serving.engine.Decisions``: the ``DecisionBatch`` (actions, propensities, policies) the
+        predictor logs durably before answering, and its decision ids; ``response_rows()`` is the answer."""
 
     def policies(self) -> list[str]:
         """Versions served (champion first)."""

@@ -1,7 +1,9 @@
 """The use cases every edge calls: one function per lifecycle step, each doing its change and its audit event.
 
-The CLI, the Kubeflow components (through ``pipelines/steps.py``), the demo and the benchmarks
-adapt these; nothing below this package records lifecycle decisions on its own behalf.
+The CLI, the Kubeflow components (through ``pipelines/steps.py``) and the demo adapt these. Below
+this package only the effects of a running step are recorded where they happen: the promotion
+controller's canary steps, promotions and rollbacks, a target's deployment changes, the monitor's
+triggers (docs/audit.md says which writer records which kind).
 """
 
 from rlops_plugin.lifecycle.cycle import record_cycle

@@ -59,5 +59,5 @@ def approve(name: str, version: str, actor: str | None = None, note: str = "") -
 
 
 def _audits_itself(client: Any) -> bool:
-    """True for rlops' own targets, whose clients record a ``deployment`` event on every change."""
-    return type(client).__module__.startswith("rlops_plugin.deploy.")
+    """True for a client that records a ``deployment`` event on every change itself (``audits_itself = True``)."""
+    return bool(getattr(client, "audits_itself", False))

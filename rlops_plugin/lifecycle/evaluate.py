@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rlops_plugin.audit.export import render_html
 from rlops_plugin.defaults import EVAL_EPISODES, EVAL_SEED
 from rlops_plugin.evaluation.evaluate import PolicyEvaluation, evaluate_policy
 from rlops_plugin.flavor.model import load_model_with_source
@@ -23,7 +24,4 @@ def evaluate(model_uri: str, *, episodes: int = EVAL_EPISODES, seed: int = EVAL_
 
 def evaluation_html(evaluation: PolicyEvaluation) -> str:
     """The evaluation as a small HTML page (jinja2, autoescaped: names and reasons are data, not markup)."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
-    env = Environment(loader=PackageLoader("rlops_plugin", "templates"), autoescape=select_autoescape())
-    return env.get_template("evaluation.html").render(e=evaluation.to_dict())
+    return render_html("evaluation.html", e=evaluation.to_dict())

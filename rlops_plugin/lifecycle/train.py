@@ -29,7 +29,7 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
           progress: Progress | None = None) -> TrainOutcome:
     """Train ``trainer`` from ``init``, then fine-tune ``finetune_steps`` in the simulator; log each stage.
 
-    Simulator trainers ignore ``dataset``. With ``calibration`` the simulator stages randomize the
+    Simulator trainers refuse a ``dataset``. With ``calibration`` the simulator stages randomize the
     fitted physics around their fitted values (overriding configured ranges of the same names) and
     record the fit in the lineage. With ``register_as`` the final model is registered (see
     :func:`~rlops_plugin.lifecycle.register.register`) and ``alias`` set on it.
@@ -42,15 +42,15 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
     init = loaded
     simulator = trainer_cls.data_kind == "simulator"
     config = dict(config or {})
-    if simulator:
-        dataset = None
-        if calibration is not None:
-            config = calibrated(config, calibration)
+    if simulator and calibration is not None:
+        config = calibrated(config, calibration)
     fitted = calibration.to_dict() if calibration is not None else None
     outcome = run_trainer(trainer, init, dataset, config, allow_mismatch=allow_mismatch,
                           eval_episodes=eval_episodes, experiment=experiment, run_name=run_name, progress=progress,
                           calibration=fitted if simulator else None)
     if finetune_steps > 0:
+        if not kind.trainer_applies(plugins.trainers().get(FINETUNE_TRAINER).value):
+            raise ConfigError(f"trainer {FINETUNE_TRAINER!r} does not train {kind.name} policies")
         base_return = outcome.metrics.get("eval/init_return_mean")
         finetune = {**(finetune_config or {}), "total_steps": finetune_steps}
         if calibration is not None:

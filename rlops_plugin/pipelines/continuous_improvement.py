@@ -16,6 +16,7 @@ from components.gate_policy.component import gate_policy
 from components.record_cycle.component import record_cycle
 from components.register_policy.component import register_policy
 from components.train_policy.component import train_policy
+from rlops_plugin.defaults import EVAL_EPISODES, JOIN_WINDOW_S
 
 PIPELINE_NAME = "rlops-continuous-improvement"
 
@@ -31,7 +32,7 @@ def continuous_improvement(
     trainer_config_json: str = "",
     finetune_steps: int = 0,
     finetune_config_json: str = "",
-    eval_episodes: int = 20,
+    eval_episodes: int = EVAL_EPISODES,
     scenarios_json: str = "[]",
     gate_policy_json: str = "",
     deployment: str = "",
@@ -39,7 +40,7 @@ def continuous_improvement(
     promotion_json: str = "",
     simulate_traffic: bool = False,
     traffic_env_json: str = "",
-    join_window_s: float = 3600.0,
+    join_window_s: float = JOIN_WINDOW_S,
     calibration_window: int = 0,
     calibration_params_json: str = "",
 ) -> None:

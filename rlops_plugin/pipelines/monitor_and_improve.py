@@ -8,7 +8,7 @@ pipeline runs as a nested pipeline with the same parameters.
 from kfp import dsl  # no ``from __future__ import annotations``: kfp reads the real annotation types
 
 from components.monitor_policy.component import monitor_policy
-from rlops_plugin.defaults import MONITOR_REFERENCE
+from rlops_plugin.defaults import EVAL_EPISODES, JOIN_WINDOW_S, MONITOR_REFERENCE, MONITOR_WINDOW
 from rlops_plugin.pipelines.continuous_improvement import continuous_improvement
 from rlops_plugin.pipelines.images import component_image
 
@@ -28,14 +28,14 @@ def monitor_and_improve(
     store: str,
     tracking_uri: str = "",
     reference: str = MONITOR_REFERENCE,
-    window: int = 1000,
+    window: int = MONITOR_WINDOW,
     triggers_json: str = "",
     served_model: str = "policy",
     trainer: str = "cql",
     trainer_config_json: str = "",
     finetune_steps: int = 0,
     finetune_config_json: str = "",
-    eval_episodes: int = 20,
+    eval_episodes: int = EVAL_EPISODES,
     scenarios_json: str = "[]",
     gate_policy_json: str = "",
     deployment: str = "",
@@ -43,7 +43,7 @@ def monitor_and_improve(
     promotion_json: str = "",
     simulate_traffic: bool = False,
     traffic_env_json: str = "",
-    join_window_s: float = 3600.0,
+    join_window_s: float = JOIN_WINDOW_S,
     calibration_window: int = 0,
     calibration_params_json: str = "",
 ) -> None:

@@ -97,12 +97,14 @@ def train_policy(trainer: str, init_uri: str, dataset_dir: str = "", config_json
 
     Simulator trainers ignore ``dataset_dir`` (a pipeline always wires the dataset step in).
     """
-    from rlops_plugin import flavor
+    from rlops_plugin import flavor, plugins
     from rlops_plugin.lifecycle import train
     from rlops_plugin.simulation.calibration import Calibration
 
     _use_tracking(tracking_uri)
     calibration = Calibration.from_dict(_json(calibration_json, "calibration_json")) if calibration_json else None
+    if plugins.trainers().get(trainer).value.data_kind == "simulator":
+        dataset_dir = ""  # the pipeline always wires the dataset step in; a simulator trainer learns without it
     outcome = train(trainer, init_uri, dataset_dir or None, _json(config_json, "config_json"),
                     finetune_steps=finetune_steps, finetune_config=_json(finetune_config_json, "finetune_config_json"),
                     calibration=calibration, eval_episodes=eval_episodes, experiment=experiment)
