@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from rlops_plugin.errors import ConfigError
@@ -22,7 +22,7 @@ _JSON_NAMES = {dict: "object", list: "list", tuple: "list", str: "str", int: "in
                type(None): "null"}
 
 
-def check_keys(data: Any, allowed: Iterable[str], where: str, error: type[Exception] = ConfigError, *,
+def check_keys(data: Any, allowed: Iterable[str], where: str, error: Callable[[str], Exception] = ConfigError, *,
                required: Iterable[str] = (), noun: str = "fields") -> Mapping[str, Any]:
     """Return ``data`` if it is a mapping with only ``allowed`` keys and every ``required`` one; else raise."""
     if not isinstance(data, Mapping):
@@ -37,7 +37,7 @@ def check_keys(data: Any, allowed: Iterable[str], where: str, error: type[Except
     return data
 
 
-def load_dataclass(cls: type[T], data: Any, where: str, error: type[Exception] = ConfigError) -> T:
+def load_dataclass(cls: type[T], data: Any, where: str, error: Callable[[str], Exception] = ConfigError) -> T:
     """Build dataclass ``cls`` from a JSON mapping, checking keys and each value against its type hint."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     required = [name for name, f in fields.items()

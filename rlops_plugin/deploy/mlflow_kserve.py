@@ -18,10 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
-from mlflow.exceptions import MlflowException
 
+from rlops_plugin.bundle.strict import check_keys
 from rlops_plugin.deploy.kserve import KServeDeployments
 from rlops_plugin.deploy.local import challenger_defaults
+from rlops_plugin.deploy.mlflow_local import invalid_parameter
 from rlops_plugin.deploy.targets import record_deployment
 from rlops_plugin.errors import RLOpsError, to_mlflow_exception
 
@@ -31,10 +32,7 @@ CONFIG_KEYS = {"mode", "fraction", "champion"} | CLIENT_KEYS
 
 def _split(config: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     config = dict(config or {})
-    unknown = set(config) - CONFIG_KEYS
-    if unknown:
-        raise MlflowException(f"rlops-kserve: unknown config keys {sorted(unknown)}; known: {sorted(CONFIG_KEYS)}",
-                              error_code="INVALID_PARAMETER_VALUE")
+    check_keys(config, CONFIG_KEYS, "rlops-kserve", invalid_parameter, noun="config keys")
     return ({k: v for k, v in config.items() if k in CLIENT_KEYS},
             {k: v for k, v in config.items() if k not in CLIENT_KEYS})
 

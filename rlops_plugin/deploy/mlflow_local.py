@@ -21,6 +21,7 @@ from typing import Any
 from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
 from mlflow.exceptions import MlflowException
 
+from rlops_plugin.bundle.strict import check_keys
 from rlops_plugin.deploy.local import LocalDeployments, challenger_defaults
 from rlops_plugin.deploy.targets import record_deployment
 from rlops_plugin.errors import RLOpsError, to_mlflow_exception
@@ -30,14 +31,16 @@ CONFIG_KEYS = {"mode", "fraction", "champion", "store", "port", "exploration", "
 
 def _config(config: dict[str, Any] | None) -> dict[str, Any]:
     config = dict(config or {})
-    unknown = set(config) - CONFIG_KEYS
-    if unknown:
-        raise MlflowException(f"rlops-local: unknown config keys {sorted(unknown)}; known: {sorted(CONFIG_KEYS)}",
-                              error_code="INVALID_PARAMETER_VALUE")
+    check_keys(config, CONFIG_KEYS, "rlops-local", invalid_parameter, noun="config keys")
     if config.get("mode", "off") not in ("off", "shadow", "canary"):
         raise MlflowException(f"rlops-local: mode must be off, shadow or canary, got {config['mode']!r}",
                               error_code="INVALID_PARAMETER_VALUE")
     return config
+
+
+def invalid_parameter(message: str) -> MlflowException:
+    """What ``mlflow deployments`` shows for a bad ``-C`` option (INVALID_PARAMETER_VALUE)."""
+    return MlflowException(message, error_code="INVALID_PARAMETER_VALUE")
 
 
 def _instances(inputs: Any) -> list[Any]:

@@ -18,6 +18,7 @@ import numpy as np
 from mlflow.models.evaluation.base import EvaluationResult, ModelEvaluator
 
 from rlops_plugin.bundle.bundle import PolicyBundle
+from rlops_plugin.bundle.strict import check_keys
 from rlops_plugin.defaults import CONFIDENCE, EVAL_EPISODES, EVAL_SEED
 from rlops_plugin.errors import ConfigError, to_mlflow_exception
 
@@ -48,9 +49,7 @@ class RLOpsEvaluator(ModelEvaluator):
         from rlops_plugin.evaluation.evaluate import evaluate_policy
         from rlops_plugin.evaluation.gate import GatePolicy, gate
 
-        unknown = set(config) - CONFIG_KEYS
-        if unknown:
-            raise ConfigError(f"evaluator_config['rlops']: unknown keys {sorted(unknown)}; known {sorted(CONFIG_KEYS)}")
+        check_keys(config, CONFIG_KEYS, "evaluator_config['rlops']", noun="keys")
         bundle = _bundle_of(model)
         episodes, seed = int(config.get("episodes", EVAL_EPISODES)), int(config.get("seed", EVAL_SEED))
         confidence = float(config.get("confidence", CONFIDENCE))

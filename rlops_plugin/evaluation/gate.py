@@ -18,6 +18,7 @@ from typing import Any
 from rlops_plugin import plugins
 from rlops_plugin.bundle.bundle import PolicyBundle
 from rlops_plugin.bundle.spaces import check_same_space
+from rlops_plugin.bundle.strict import load_dataclass
 from rlops_plugin.defaults import CONFIDENCE, EVAL_EPISODES, EVAL_SEED
 from rlops_plugin.errors import ConfigError, RLOpsError
 from rlops_plugin.evaluation.regression import RegressionResult, compare
@@ -73,11 +74,8 @@ class GatePolicy:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GatePolicy:
-        """Build from JSON; unknown fields are refused."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(data) - known:
-            raise ConfigError(f"gate policy: unknown fields {sorted(set(data) - known)}; known: {sorted(known)}")
-        policy = cls(**data)
+        """Build from JSON; unknown or mistyped fields are refused, naming the field."""
+        policy = load_dataclass(cls, data, "gate policy")
         for name, settings in policy.check_settings.items():
             if name in BUILTIN_CHECKS or name not in policy.checks:
                 why = "a built-in check reads the gate policy's own fields" if name in BUILTIN_CHECKS else \
