@@ -23,7 +23,7 @@ from rlops_plugin.bundle.strict import check_keys
 from rlops_plugin.deploy.kserve import KServeDeployments
 from rlops_plugin.deploy.local import challenger_defaults
 from rlops_plugin.deploy.mlflow_local import invalid_parameter
-from rlops_plugin.deploy.targets import record_deployment
+from rlops_plugin.deploy.targets import pinned_version, record_deployment
 from rlops_plugin.errors import RLOpsError, to_mlflow_exception
 
 CLIENT_KEYS = {"tracking_uri", "store_uri", "logger_url", "canary_strategy", "kubeconfig"}
@@ -69,12 +69,13 @@ class RLOpsKServeDeploymentClient(BaseDeploymentClient):
         client_cfg, cfg = _split(config)
         mode = cfg.get("mode", "off")
         kserve = self._client(client_cfg)
+        version = pinned_version(model_uri)
         if mode == "off":
             result = self._wrap(kserve.create, name, model_uri)
         else:
             champion = cfg.get("champion") or self._wrap(challenger_defaults, model_uri)
             result = self._wrap(kserve.create, name, champion, model_uri, mode, float(cfg.get("fraction", 0.0)))
-        record_deployment(self.target_uri, name, "created", model_uri, cfg)
+        record_deployment(self.target_uri, name, "created", model_uri, cfg, version)
         return result
 
     def update_deployment(self, name: str, model_uri: str | None = None, flavor: str | None = None,
@@ -87,11 +88,12 @@ class RLOpsKServeDeploymentClient(BaseDeploymentClient):
         annotations = current.get("metadata", {}).get("annotations", {})
         champion = cfg.get("champion") or annotations.get("rlops.io/champion-uri") or annotations.get(
             "rlops.io/model-uri")
+        version = pinned_version(model_uri or champion)
         if mode == "off":
             result = self._wrap(kserve.configure, name, model_uri or champion)
         else:
             result = self._wrap(kserve.configure, name, champion, model_uri, mode, float(cfg.get("fraction", 0.0)))
-        record_deployment(self.target_uri, name, "updated", model_uri or champion, cfg)
+        record_deployment(self.target_uri, name, "updated", model_uri or champion, cfg, version)
         return result
 
     def delete_deployment(self, name: str, config: dict[str, Any] | None = None, endpoint: str | None = None) -> None:

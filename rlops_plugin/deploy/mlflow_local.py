@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 
 from rlops_plugin.bundle.strict import check_keys
 from rlops_plugin.deploy.local import LocalDeployments, challenger_defaults
-from rlops_plugin.deploy.targets import record_deployment
+from rlops_plugin.deploy.targets import pinned_version, record_deployment
 from rlops_plugin.errors import RLOpsError, to_mlflow_exception
 
 CONFIG_KEYS = {"mode", "fraction", "champion", "store", "port", "exploration", "epsilon", "seed"}
@@ -79,6 +79,7 @@ class RLOpsLocalDeploymentClient(BaseDeploymentClient):
         """Start a server: ``model_uri`` is the champion, or the challenger when ``mode`` is shadow/canary."""
         cfg = _config(config)
         mode = cfg.get("mode", "off")
+        version = pinned_version(model_uri)
         extra = [f"--{k}={cfg[k]}" for k in ("exploration", "epsilon", "seed") if k in cfg]
         if mode == "off":
             state = self._wrap(self.deployments.create, name, model_uri, store=cfg.get("store"),
@@ -88,7 +89,7 @@ class RLOpsLocalDeploymentClient(BaseDeploymentClient):
             state = self._wrap(self.deployments.create, name, champion, model_uri, mode,
                                float(cfg.get("fraction", 0.0)), store=cfg.get("store"),
                                port=int(cfg["port"]) if "port" in cfg else None, extra_args=extra)
-        record_deployment(self.target_uri, name, "created", model_uri, {**cfg, "store": state.get("store")})
+        record_deployment(self.target_uri, name, "created", model_uri, {**cfg, "store": state.get("store")}, version)
         return state
 
     def update_deployment(self, name: str, model_uri: str | None = None, flavor: str | None = None,
@@ -97,6 +98,7 @@ class RLOpsLocalDeploymentClient(BaseDeploymentClient):
         cfg = _config(config)
         mode = cfg.get("mode")
         fraction = float(cfg["fraction"]) if "fraction" in cfg else None
+        version = pinned_version(model_uri)
         if mode in ("shadow", "canary"):
             state = self._wrap(self.deployments.configure, name, cfg.get("champion"), model_uri or None, mode,
                                fraction)
@@ -104,7 +106,7 @@ class RLOpsLocalDeploymentClient(BaseDeploymentClient):
             state = self._wrap(self.deployments.configure, name, model_uri or cfg.get("champion"), "", "off", 0.0)
         else:
             state = self._wrap(self.deployments.configure, name, model_uri, None, None, fraction)
-        record_deployment(self.target_uri, name, "updated", model_uri or state.get("model_uri"), cfg)
+        record_deployment(self.target_uri, name, "updated", model_uri or state.get("model_uri"), cfg, version)
         return state
 
     def delete_deployment(self, name: str, config: dict[str, Any] | None = None, endpoint: str | None = None) -> None:

@@ -63,13 +63,31 @@ def route(client: Any, deployment: str, champion_uri: str, challenger_uri: str |
         _caller_audits.reset(token)
 
 
+def pinned_version(model_uri: str | None) -> str | None:
+    """The registry version ``model_uri`` points to now (None when unregistered, unresolvable, or inside
+    :func:`route`); a target calls it before a change so the event names the version it deployed."""
+    if _caller_audits.get() or not model_uri:
+        return None
+    ref = ModelRef.parse(model_uri)
+    if not ref.registered:
+        return None
+    if ref.version is not None:
+        return ref.version
+    from rlops_plugin.flavor.refs import resolve_model_uri
+
+    try:
+        return resolve_model_uri(ref).version
+    except Exception:  # noqa: BLE001 - the deployment decides whether the URI is usable; the event says unknown
+        return None
+
+
 def record_deployment(target: str, deployment: str, action: str, model_uri: str | None,
-                      config: dict[str, Any] | None = None) -> AuditEvent | None:
+                      config: dict[str, Any] | None = None, version: str | None = None) -> AuditEvent | None:
     """The ``deployment`` audit event of a change made through a target (create, update, delete).
 
     Skipped inside :func:`route` (its caller audits the change). The event belongs to the registered
-    model the URI names (its version resolved when the URI is an alias); a deployment of an
-    unregistered model has no trail to join and is only logged.
+    model the URI names, at ``version`` (from :func:`pinned_version` before the change; resolved now
+    when not given); a deployment of an unregistered model has no trail to join and is only logged.
     """
     if _caller_audits.get():
         return None
@@ -77,14 +95,7 @@ def record_deployment(target: str, deployment: str, action: str, model_uri: str 
     if ref is None or not ref.registered:
         logger.info("deployment %s %s of %s: not a registered model, no audit event", deployment, action, model_uri)
         return None
-    version = ref.version
-    if version is None:
-        from rlops_plugin.flavor.refs import resolve_model_uri
-
-        try:
-            version = resolve_model_uri(ref).version
-        except Exception:  # noqa: BLE001 - the deployment already changed; the event must still be written
-            version = None
+    version = version or pinned_version(model_uri)
     cfg = {k: v for k, v in (config or {}).items() if k in ("mode", "fraction", "champion", "store")}
     mode = cfg.get("mode", "off")
     reason = f"{target} deployment {deployment!r}: {action} with {model_uri}" + (

@@ -10,7 +10,7 @@ from rlops_plugin.audit.events import AuditEvent, record_event
 from rlops_plugin.defaults import CHAMPION
 from rlops_plugin.deploy.analysis import Action, PromotionPolicy
 from rlops_plugin.deploy.promotion import PromotionController
-from rlops_plugin.deploy.targets import deploy_client, record_deployment, route
+from rlops_plugin.deploy.targets import deploy_client, pinned_version, record_deployment, route
 from rlops_plugin.flavor import registry
 from rlops_plugin.flavor.refs import ModelRef
 
@@ -18,9 +18,10 @@ from rlops_plugin.flavor.refs import ModelRef
 def deploy(target: str, deployment: str, model_uri: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Create ``deployment`` serving ``model_uri`` on ``target``; a target that does not audit itself gets the event."""
     client = deploy_client(target)
+    version = None if _audits_itself(client) else pinned_version(model_uri)
     state = client.create_deployment(deployment, model_uri, config=config or {})
     if not _audits_itself(client):
-        record_deployment(target, deployment, "created", model_uri, config)
+        record_deployment(target, deployment, "created", model_uri, config, version)
     return state
 
 
