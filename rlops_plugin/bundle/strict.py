@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
+import os
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -71,7 +73,15 @@ def type_problem(value: Any, hint: Any, where: str) -> str | None:
                 if problem:
                     return problem
         return None
-    return f"{where}: expected {_describe(hint)}, got {_JSON_NAMES.get(type(value), type(value).__name__)}"
+    return f"{where}: expected {_describe(hint)}, got {_type_name(value)}"
+
+
+def _type_name(value: Any) -> str:
+    """The JSON name of a value's type, or its qualified Python name (``numpy.bool``, not a bare ``bool``)."""
+    kind = type(value)
+    if kind in _JSON_NAMES:
+        return _JSON_NAMES[kind]
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _fits(value: Any, hint: Any) -> bool:
@@ -91,11 +101,21 @@ def _fits(value: Any, hint: Any) -> bool:
         args = typing.get_args(hint)
         fixed = origin is tuple and args and args[-1] is not Ellipsis
         return isinstance(value, (list, tuple)) and (not fixed or len(value) == len(args))
+    # Python callers pass numpy scalars and paths where JSON has numbers and strings: accept those too
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real) and not _is_bool(value)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral) and not _is_bool(value)
+    if hint is bool:
+        return _is_bool(value)
+    if hint is str and isinstance(value, os.PathLike):
+        return True
     return isinstance(hint, type) and isinstance(value, hint)
+
+
+def _is_bool(value: Any) -> bool:
+    """``bool`` or a numpy bool (which is not a ``bool`` subclass)."""
+    return isinstance(value, bool) or type(value).__name__ == "bool" and type(value).__module__ == "numpy"
 
 
 def _describe(hint: Any) -> str:

@@ -69,7 +69,7 @@ class RLOpsKServeDeploymentClient(BaseDeploymentClient):
         client_cfg, cfg = _split(config)
         mode = cfg.get("mode", "off")
         kserve = self._client(client_cfg)
-        version = pinned_version(model_uri)
+        version = self._wrap(pinned_version, model_uri)
         if mode == "off":
             result = self._wrap(kserve.create, name, model_uri)
         else:
@@ -88,7 +88,7 @@ class RLOpsKServeDeploymentClient(BaseDeploymentClient):
         annotations = current.get("metadata", {}).get("annotations", {})
         champion = cfg.get("champion") or annotations.get("rlops.io/champion-uri") or annotations.get(
             "rlops.io/model-uri")
-        version = pinned_version(model_uri or champion)
+        version = self._wrap(pinned_version, model_uri or champion)
         if mode == "off":
             result = self._wrap(kserve.configure, name, model_uri or champion)
         else:

@@ -79,7 +79,7 @@ class RLOpsLocalDeploymentClient(BaseDeploymentClient):
         """Start a server: ``model_uri`` is the champion, or the challenger when ``mode`` is shadow/canary."""
         cfg = _config(config)
         mode = cfg.get("mode", "off")
-        version = pinned_version(model_uri)
+        version = self._wrap(pinned_version, model_uri)
         extra = [f"--{k}={cfg[k]}" for k in ("exploration", "epsilon", "seed") if k in cfg]
         if mode == "off":
             state = self._wrap(self.deployments.create, name, model_uri, store=cfg.get("store"),
@@ -98,7 +98,7 @@ class RLOpsLocalDeploymentClient(BaseDeploymentClient):
         cfg = _config(config)
         mode = cfg.get("mode")
         fraction = float(cfg["fraction"]) if "fraction" in cfg else None
-        version = pinned_version(model_uri)
+        version = self._wrap(pinned_version, model_uri)
         if mode in ("shadow", "canary"):
             state = self._wrap(self.deployments.configure, name, cfg.get("champion"), model_uri or None, mode,
                                fraction)

@@ -37,7 +37,7 @@ class ModelRef:
             else:
                 return cls(text)
         body = text[len(MODELS_SCHEME):]
-        if body.startswith("m-"):
+        if body.startswith("m-") and "@" not in body and "/" not in body:  # a logged model id (MLflow 3)
             return cls(text)
         if "@" in body:
             name, alias = body.split("@", 1)

@@ -70,3 +70,27 @@ def test_specs_load_strictly():
         RewardSpec.from_dict({**stored, "sorce_file": "x.py"})
     with pytest.raises(ConfigError, match=r"reward_spec\.params: expected object, got list"):
         RewardSpec.from_dict({**stored, "params": [1]})
+
+
+def test_python_callers_may_pass_numpy_scalars_and_paths():
+    """A JSON number may come from numpy in Python code, a string as a Path; bools stay bools."""
+    import dataclasses
+    from pathlib import Path
+
+    import numpy as np
+
+    @dataclasses.dataclass
+    class Settings:
+        n: int = 1
+        x: float = 0.0
+        flag: bool = False
+        where: str | None = None
+
+    settings = load_dataclass(Settings, {"n": np.int64(5), "x": np.float32(0.5), "flag": np.bool_(True),
+                                         "where": Path("s.db")}, "settings")
+    assert settings.n == 5 and settings.flag
+    for bad, message in (({"n": True}, "settings.n: expected int, got bool"),
+                         ({"x": np.bool_(True)}, "settings.x: expected float, got numpy.bool"),
+                         ({"flag": 1}, "settings.flag: expected bool, got int")):
+        with pytest.raises(ConfigError, match=message):
+            load_dataclass(Settings, bad, "settings")
