@@ -18,7 +18,7 @@ TRIAGE = [[{"role": "user", "content": template.format(word)},
 
 @pytest.mark.slow
 def test_the_model_learns_the_tool_call_format_and_loads_without_remote_code(tmp_path, monkeypatch):
-    """Measured: 18/18 greedy answers reproduced for seeds 0-3 (600 steps); the test allows one miss."""
+    """Measured: 18/18 greedy answers reproduced for seeds 0-4 (600 steps); the test allows one miss."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a download attempt would fail the test
