@@ -24,20 +24,24 @@ def register(model_uri: str, name: str, *, alias: str | None = CHALLENGER, bundl
     ``gate`` (the verdict that let it through) is logged on the version's run and tags. Returns the version.
     """
     bundle = bundle if bundle is not None else load_model(model_uri)
-    version = str(registry.register_bundle(model_uri, name, bundle).version)
+    registered = registry.register_bundle(model_uri, name, bundle)
+    version = str(registered.version)
     if alias:
         registry.set_alias(name, alias, version)
     gate_result = GateResult.from_dict(gate) if isinstance(gate, dict) and gate else gate or None
     if gate_result is not None:
         record_gate(gate_result, name, version)
-    record_event(policy_update_event(name, version, bundle, model_uri, alias, gate_result))
+    record_event(policy_update_event(name, version, bundle, model_uri, alias, gate_result, registered.run_id))
     return version
 
 
 def policy_update_event(name: str, version: str, bundle: PolicyBundle, model_uri: str, alias: str | None = None,
-                        gate: GateResult | None = None) -> AuditEvent:
-    """The ``policy_update`` event: before/after metrics, lineage, hashes, dataset digest, calibration, gate."""
-    run_id = registry.client().get_model_version(name, version).run_id
+                        gate: GateResult | None = None, run_id: str | None = None) -> AuditEvent:
+    """The ``policy_update`` event: before/after metrics, lineage, hashes, dataset digest, calibration, gate.
+
+    ``run_id`` is the version's training run (looked up in the registry when not given).
+    """
+    run_id = run_id or registry.client().get_model_version(name, version).run_id
     metrics = registry.client().get_run(run_id).data.metrics if run_id else {}
     before_after = {k: float(v) for k, v in metrics.items() if k.startswith(UPDATE_METRIC_PREFIXES)}
     lineage = bundle.lineage

@@ -61,8 +61,6 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
         if base_return is not None:  # before = the deployed checkpoint, not the intermediate stage
             outcome.metrics["eval/init_return_mean"] = base_return
     if register_as:
-        if outcome.model_uri is None:
-            raise ValueError("register_as needs a model logged to MLflow (experiment must not be None)")
         outcome.version = register(outcome.model_uri, register_as, alias=alias, bundle=outcome.bundle)
         outcome.registered_name = register_as
     return outcome
