@@ -17,11 +17,12 @@ DEPTRY = $(BIN)/python -c 'import configparser; c = configparser.ConfigParser(in
 	print(c["options"]["install_requires"], *(x[k] for k in x if k not in ("test", "dev")), sep="\n")' \
 	> $(DEPTRY_REQUIREMENTS) && $(BIN)/deptry rlops_plugin components --requirements-files $(DEPTRY_REQUIREMENTS)
 
-$(STAMP): setup.cfg pyproject.toml constraints.txt
+$(STAMP): setup.cfg pyproject.toml constraints.txt requirements/openai-dataplane.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements/openai-dataplane.txt
 	touch $(STAMP)
 
 install: $(STAMP)

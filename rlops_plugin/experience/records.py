@@ -18,7 +18,7 @@ import numpy as np
 
 from rlops_plugin.errors import InvalidObservationError
 
-FEEDBACK_KINDS = ("reward", "rating", "correction", "outcome")
+FEEDBACK_KINDS = ("reward", "rating", "correction", "outcome", "comment")
 CHAMPION, CHALLENGER = 0, 1
 ROLE_NAMES = ("champion", "challenger")
 
@@ -82,6 +82,62 @@ class DecisionBatch:
         return self.policies[int(self.decided_by[i])]
 
 
+@dataclass
+class InteractionRecord:
+    """One agent interaction (a chat or text completion request and its choices), logged before the answer.
+
+    ``interaction_id`` has the batch-id shape, so ``<interaction_id>-<choice>`` is a decision id: feedback,
+    the join and the store's pending/orphaned logic treat a choice exactly like a vector decision.
+    """
+
+    interaction_id: str
+    ts: float
+    """Arrival time of the request (unix seconds)."""
+    model: str
+    policy_version: str
+    """``name/version@bundle12`` of the policy that answered."""
+    endpoint: str
+    """``chat.completions`` or ``completions``."""
+    request: dict[str, Any]
+    """What the policy saw: ``messages`` (or ``prompt``), ``tools`` offered, ``tool_choice`` and ``sampling``
+    (temperature, top_p, n, max_tokens, seed), with the system prompt the server added."""
+    choices: list[dict[str, Any]]
+    """Per choice: ``index``, ``content``, ``tool_calls``, ``finish_reason``, ``logprob`` (under the sampling
+    distribution actually used), ``model_logprob`` (temperature 1, untruncated), ``completion_tokens`` and
+    ``vetoes`` of the tool-call guard."""
+    usage: dict[str, int] = field(default_factory=dict)
+    latency_ms: float = 0.0
+    session_id: str | None = None
+    role: str = "champion"
+    """Routing role of the answering policy (``champion`` or ``challenger``)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        """Number of choices."""
+        return len(self.choices)
+
+    def choice_ids(self) -> list[str]:
+        """Decision ids of the choices (what feedback names)."""
+        return [decision_id(self.interaction_id, i) for i in range(self.n)]
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored JSON form."""
+        return {"interaction_id": self.interaction_id, "ts": self.ts, "model": self.model,
+                "policy_version": self.policy_version, "endpoint": self.endpoint, "request": self.request,
+                "choices": self.choices, "usage": self.usage, "latency_ms": self.latency_ms,
+                "session_id": self.session_id, "role": self.role, "extra": self.extra}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InteractionRecord:
+        """Inverse of :meth:`to_json`."""
+        return cls(**data)
+
+
+SESSION_PREFIX = "session:"
+"""Feedback about a whole conversation is stored under the decision id ``session:<session_id>``."""
+
+
 @dataclass(frozen=True)
 class FeedbackEvent:
     """A reward, rating, human correction or raw outcome for one decision."""
@@ -97,12 +153,16 @@ class FeedbackEvent:
 
     @property
     def batch_id(self) -> str:
-        """The decision's batch."""
+        """The decision's batch (for session feedback: ``session:<id>``)."""
+        if self.decision_id.startswith(SESSION_PREFIX):
+            return self.decision_id
         return split_decision_id(self.decision_id)[0]
 
     @property
     def index(self) -> int:
-        """The decision's index within its batch."""
+        """The decision's index within its batch (0 for session feedback)."""
+        if self.decision_id.startswith(SESSION_PREFIX):
+            return 0
         return split_decision_id(self.decision_id)[1]
 
 

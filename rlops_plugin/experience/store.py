@@ -31,7 +31,7 @@ import numpy as np
 import orjson
 
 from rlops_plugin.errors import ConfigError, RLOpsError
-from rlops_plugin.experience.records import DecisionBatch, FeedbackEvent
+from rlops_plugin.experience.records import SESSION_PREFIX, DecisionBatch, FeedbackEvent, InteractionRecord
 from rlops_plugin.experience.writer import GroupCommitWriter, WriteJob
 
 SCHEMA_VERSION = 1
@@ -100,6 +100,11 @@ def _schema(d: _Dialect) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS logger_events (
             ce_id TEXT NOT NULL, ce_type TEXT NOT NULL, ts {d.real} NOT NULL, model TEXT NOT NULL,
             body {d.blob} NOT NULL, PRIMARY KEY (ce_id, ce_type))""",
+        f"""CREATE TABLE IF NOT EXISTS interactions (
+            seq {d.serial}, interaction_id TEXT NOT NULL UNIQUE, ts {d.real} NOT NULL, model TEXT NOT NULL,
+            session_id TEXT, policy_version TEXT NOT NULL, n INTEGER NOT NULL, record TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS interactions_session ON interactions (session_id)",
+        *d.append_only("interactions"),
         *d.append_only("decision_batches"),
         *d.append_only("feedback"),
     ]
@@ -187,6 +192,17 @@ class ExperienceStore:
             return
         await asyncio.wrap_future(self._writer.submit("decisions", [batch]))
 
+    def log_interactions(self, records: Sequence[InteractionRecord], timeout: float = 60.0) -> None:
+        """Append agent interactions; returns once they are committed."""
+        self._writer.submit("interactions", list(records)).result(timeout)
+
+    async def log_interactions_async(self, records: Sequence[InteractionRecord]) -> None:
+        """Async variant for the agent server (inline commit for SQLite ``normal``, as for decisions)."""
+        if self.inline_commits:
+            self._locked_write([WriteJob("interactions", list(records))])
+            return
+        await asyncio.wrap_future(self._writer.submit("interactions", list(records)))
+
     def log_decisions_if_absent(self, batch: DecisionBatch, timeout: float = 60.0) -> None:
         """Append a batch unless one with its id exists (re-delivered logger events)."""
         self._writer.submit("decisions_if_absent", [batch]).result(timeout)
@@ -222,6 +238,9 @@ class ExperienceStore:
                 elif job.kind == "decisions_if_absent":
                     for b in job.items:
                         conn.execute(d.q(_INSERT_BATCH + " ON CONFLICT (batch_id) DO NOTHING"), _batch_row(b))
+                    results.append(None)
+                elif job.kind == "interactions":
+                    conn.cursor().executemany(d.q(_INSERT_INTERACTION), [_interaction_row(r) for r in job.items])
                     results.append(None)
                 elif job.kind == "feedback":
                     results.append([self._insert_feedback(conn, e) for e in job.items])
@@ -299,24 +318,75 @@ class ExperienceStore:
             out.append(item)
         return out
 
+    def iter_interactions(self, model: str | None = None, since_seq: int = 0, until_seq: int | None = None,
+                          session_id: str | None = None, chunk: int = 1000) -> Iterator[tuple[int, InteractionRecord]]:
+        """Yield ``(seq, interaction)`` in append order, ``chunk`` rows at a time."""
+        conn = self._reader()
+        last = since_seq
+        while True:
+            sql = "SELECT seq, record FROM interactions WHERE seq > ?"
+            args: list[Any] = [last]
+            for column, value in (("model", model), ("session_id", session_id)):
+                if value is not None:
+                    sql += f" AND {column} = ?"
+                    args.append(value)
+            if until_seq is not None:
+                sql += " AND seq <= ?"
+                args.append(until_seq)
+            rows = conn.execute(self.dialect.q(sql + f" ORDER BY seq LIMIT {int(chunk)}"), args).fetchall()
+            if not rows:
+                return
+            for seq, record in rows:
+                yield int(seq), InteractionRecord.from_json(orjson.loads(record))
+            last = int(rows[-1][0])
+
+    def get_interactions(self, interaction_ids: Sequence[str]) -> dict[str, InteractionRecord]:
+        """Interactions by id (missing ids are absent from the result)."""
+        out: dict[str, InteractionRecord] = {}
+        ids = list(dict.fromkeys(interaction_ids))
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._reader().execute(self.dialect.q(
+                f"SELECT record FROM interactions WHERE interaction_id IN ({marks})"), part).fetchall()
+            for (record,) in rows:
+                item = InteractionRecord.from_json(orjson.loads(record))
+                out[item.interaction_id] = item
+        return out
+
+    def session_index(self) -> dict[str, float]:
+        """``session_id -> ts of its first interaction``: what session-level feedback joins to."""
+        rows = self._reader().execute(
+            "SELECT session_id, MIN(ts) FROM interactions WHERE session_id IS NOT NULL GROUP BY session_id").fetchall()
+        return {r[0]: float(r[1]) for r in rows}
+
     def logger_events(self) -> list[tuple[str, str, str, bytes]]:
         """Stored KServe logger events ``(ce_id, ce_type, model, body)``."""
         rows = self._reader().execute("SELECT ce_id, ce_type, model, body FROM logger_events ORDER BY ts").fetchall()
         return [(r[0], r[1], r[2], bytes(r[3])) for r in rows]
 
     def batch_index(self) -> dict[str, tuple[float, int]]:
-        """``batch_id -> (ts, n)`` for every batch: what the feedback join needs."""
-        rows = self._reader().execute("SELECT batch_id, ts, n FROM decision_batches").fetchall()
-        return {r[0]: (float(r[1]), int(r[2])) for r in rows}
+        """``batch_id -> (ts, n)`` for every batch and interaction (``n`` choices): what the feedback join needs.
+
+        Session feedback (``session:<id>``) maps to the session's first interaction, with ``n`` 1.
+        """
+        conn = self._reader()
+        rows = conn.execute("SELECT batch_id, ts, n FROM decision_batches").fetchall()
+        rows += conn.execute("SELECT interaction_id, ts, n FROM interactions").fetchall()
+        index = {r[0]: (float(r[1]), int(r[2])) for r in rows}
+        index.update({SESSION_PREFIX + sid: (ts, 1) for sid, ts in self.session_index().items()})
+        return index
 
     def stats(self) -> dict[str, int]:
         """Counts of batches, decisions, feedback events and collapsed duplicates."""
         conn = self._reader()
         batches, decisions = conn.execute("SELECT COUNT(*), COALESCE(SUM(n), 0) FROM decision_batches").fetchone()
         (feedback,) = conn.execute("SELECT COUNT(*) FROM feedback").fetchone()
+        (interactions,) = conn.execute("SELECT COUNT(*) FROM interactions").fetchone()
         dup = conn.execute(self.dialect.q("SELECT value FROM rlops_counters WHERE name = ?"),
                            ("feedback_duplicates",)).fetchone()
-        return {"batches": int(batches), "decisions": int(decisions), "feedback_events": int(feedback),
+        return {"batches": int(batches), "decisions": int(decisions), "interactions": int(interactions),
+                "feedback_events": int(feedback),
                 "feedback_duplicates": int(dup[0]) if dup else 0}
 
     def max_seq(self) -> int:
@@ -354,6 +424,8 @@ _INSERT_BATCH = ("INSERT INTO decision_batches (batch_id, ts, model, n, obs_dim,
 _INSERT_FEEDBACK = ("INSERT INTO feedback (idempotency_key, decision_id, batch_id, idx, kind, value, action, payload, "
                     "event_ts, received_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (idempotency_key) DO NOTHING")
+_INSERT_INTERACTION = ("INSERT INTO interactions (interaction_id, ts, model, session_id, policy_version, n, record) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)")
 _INSERT_LOGGER = ("INSERT INTO logger_events (ce_id, ce_type, ts, model, body) VALUES (?, ?, ?, ?, ?) "
                   "ON CONFLICT (ce_id, ce_type) DO NOTHING")
 _BUMP_COUNTER = ("INSERT INTO rlops_counters (name, value) VALUES (?, 1) "
@@ -375,6 +447,11 @@ def _batch_row(b: DecisionBatch) -> tuple[Any, ...]:
         b.shadow_policy,
         None if b.shadow_probs is None else np.ascontiguousarray(b.shadow_probs, dtype=np.float64).tobytes(),
     )
+
+
+def _interaction_row(r: InteractionRecord) -> tuple[Any, ...]:
+    return (r.interaction_id, float(r.ts), r.model, r.session_id, r.policy_version, r.n,
+            orjson.dumps(r.to_json(), option=orjson.OPT_SERIALIZE_NUMPY).decode())
 
 
 def _row_batch(row: Sequence[Any]) -> DecisionBatch:
