@@ -89,6 +89,19 @@ def rlops_shield(observation: Any, action: Any, context: dict[str, Any]) -> Any:
     """
 
 
+@hookspec(firstresult=True)
+def rlops_guard_tool_call(call: dict[str, Any], context: dict[str, Any]) -> Any:
+    """Veto an agent's tool call before it is returned, and name a safe response (the agent's shield).
+
+    Called by the agent server for every tool call in a completion: ``call`` is ``{"name", "arguments"}``;
+    ``context`` holds ``model``, ``policy_version``, ``session_id``, ``messages`` (the transcript the policy
+    saw), ``tools`` (the schemas offered) and ``metadata`` (the request's). Return ``None`` to allow, or
+    ``(safe_response_text, reason)`` / ``rlops_plugin.serving.guards.Veto`` to replace the whole answer by
+    ``safe_response_text``. The veto is logged with its reason and counted; a vetoed choice's ``logprob``
+    is ``null`` (the substituted text was not sampled). Results: the first non-``None`` answer wins.
+    """
+
+
 @hookspec
 @register_keywords()
 def rlops_register_trainers(register: Register) -> None:

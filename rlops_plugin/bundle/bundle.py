@@ -17,7 +17,7 @@ from typing import Any
 from rlops_plugin import plugins
 from rlops_plugin._version import __version__
 from rlops_plugin.bundle.env_spec import EnvSpec
-from rlops_plugin.bundle.hashing import canonical_json, sha256_bytes, sha256_file, sha256_json
+from rlops_plugin.bundle.hashing import canonical_json, sha256_bytes, sha256_json
 from rlops_plugin.bundle.policy import Policy
 from rlops_plugin.bundle.reward_spec import RewardSpec
 from rlops_plugin.bundle.spaces import check_same_space
@@ -89,7 +89,10 @@ class PolicyBundle:
 
     def with_policy(self, policy: Policy, **lineage: Any) -> PolicyBundle:
         """Same env and reward, a new policy and lineage (what a trainer returns)."""
-        check_same_space(self.policy.action_space, policy.action_space, "action spaces")
+        if getattr(policy, "kind", DEFAULT_KIND) != self.kind:
+            raise ConfigError(f"a {self.kind} bundle cannot take a {getattr(policy, 'kind', DEFAULT_KIND)} policy")
+        if self.kind == DEFAULT_KIND:
+            check_same_space(self.policy.action_space, policy.action_space, "action spaces")
         return PolicyBundle(policy, self.env_spec, self.reward_spec, dict(lineage))
 
     def summary(self) -> dict[str, Any]:
@@ -108,13 +111,13 @@ class PolicyBundle:
         root = Path(directory)
         if root.exists() and any(root.iterdir()):
             raise ConfigError(f"{root}: bundle directory must be empty")
-        source = self.reward_spec.verify_source()
         kind = _policy_kind(self.kind)
         files: dict[str, bytes] = {
             **kind.save_policy(self.policy),
             ENV_SPEC_FILE: canonical_json(self.env_spec.to_dict()),
             REWARD_SPEC_FILE: canonical_json(self.reward_spec.to_dict()),
-            f"{REWARD_SOURCE_DIR}/{self.reward_spec.source_file}": source.read_bytes(),
+            **{f"{REWARD_SOURCE_DIR}/{name}": path.read_bytes()
+               for name, path in self.reward_spec.bundle_sources().items()},
             LINEAGE_FILE: canonical_json(self.lineage),
         }
         for name, data in files.items():
@@ -144,17 +147,18 @@ class PolicyBundle:
             verified_path(root, MANIFEST_FILE, expected_manifest_sha256)
         manifest = read_json(manifest_path, MANIFEST_FILE)
         kind = _policy_kind(manifest.get("kind", DEFAULT_KIND) if isinstance(manifest, dict) else DEFAULT_KIND)
-        files = _check_manifest(manifest, kind.policy_files)
+        files = _check_manifest(manifest, kind.policy_files, getattr(kind, "policy_prefix", None))
         paths = {name: verified_path(root, name, sha) for name, sha in files.items()}
 
-        env_spec = EnvSpec.from_dict(read_json(paths[ENV_SPEC_FILE], ENV_SPEC_FILE))
-        reward_spec = RewardSpec.from_dict(read_json(paths[REWARD_SPEC_FILE], REWARD_SPEC_FILE))
-        source_name = f"{REWARD_SOURCE_DIR}/{reward_spec.source_file}"
-        if source_name not in paths:
-            raise IntegrityError(f"{REWARD_SPEC_FILE}: names source {source_name}, which the manifest lacks")
-        if sha256_file(paths[source_name]) != reward_spec.source_sha256:
-            raise IntegrityError(f"{source_name}: stored reward source does not match reward_spec.source_sha256")
-        policy = kind.load_policy({name: paths[name] for name in kind.policy_files})
+        env_spec_cls, reward_spec_cls = getattr(kind, "spec_classes", (EnvSpec, RewardSpec))
+        env_spec = env_spec_cls.from_dict(read_json(paths[ENV_SPEC_FILE], ENV_SPEC_FILE))
+        reward_spec = reward_spec_cls.from_dict(read_json(paths[REWARD_SPEC_FILE], REWARD_SPEC_FILE))
+        prefix = REWARD_SOURCE_DIR + "/"
+        reward_spec.check_bundle_sources({name[len(prefix):]: path for name, path in paths.items()
+                                          if name.startswith(prefix)}, REWARD_SOURCE_DIR)
+        policy_prefix = getattr(kind, "policy_prefix", None)
+        policy = kind.load_policy({name: path for name, path in paths.items()
+                                   if name in kind.policy_files or (policy_prefix and name.startswith(policy_prefix))})
         lineage = read_json(paths[LINEAGE_FILE], LINEAGE_FILE)
         if not isinstance(lineage, dict):
             raise IntegrityError(f"{LINEAGE_FILE}: must hold a JSON object")
@@ -186,7 +190,7 @@ def _policy_kind(name: Any) -> Any:
         raise IntegrityError(f"{MANIFEST_FILE}: policy kind {name!r} is not registered ({exc})") from None
 
 
-def _check_manifest(manifest: Any, policy_files: tuple[str, ...]) -> dict[str, str]:
+def _check_manifest(manifest: Any, policy_files: tuple[str, ...], policy_prefix: str | None = None) -> dict[str, str]:
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         raise IntegrityError(f"{MANIFEST_FILE}: unsupported or missing format_version")
     files = manifest.get("files")
@@ -198,7 +202,8 @@ def _check_manifest(manifest: Any, policy_files: tuple[str, ...]) -> dict[str, s
     missing = required - set(files)
     if missing:
         raise IntegrityError(f"{MANIFEST_FILE}: missing entries {sorted(missing)}")
-    extra = [n for n in files if n not in required and not n.startswith(REWARD_SOURCE_DIR + "/")]
+    extra = [n for n in files if n not in required and not n.startswith(REWARD_SOURCE_DIR + "/")
+             and not (policy_prefix and n.startswith(policy_prefix))]
     if extra:
         raise IntegrityError(f"{MANIFEST_FILE}: unexpected entries {extra}")
     for name, sha in files.items():

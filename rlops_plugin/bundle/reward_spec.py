@@ -95,6 +95,19 @@ class RewardSpec:
             )
         return path
 
+    def bundle_sources(self) -> dict[str, Path]:
+        """Verified source files to store in the bundle for audit: ``{file name: path}``."""
+        return {self.source_file: self.verify_source()}
+
+    def check_bundle_sources(self, stored: Mapping[str, Path], where: str) -> None:
+        """Check the source copies a loaded bundle holds against this spec's hash."""
+        path = stored.get(self.source_file)
+        if path is None:
+            raise IntegrityError(f"reward/spec.json: names source {where}/{self.source_file}, which the manifest lacks")
+        if sha256_file(path) != self.source_sha256:
+            raise IntegrityError(f"{where}/{self.source_file}: stored reward source does not match "
+                                 "reward_spec.source_sha256")
+
     @cached_property
     def function(self) -> Callable[..., float]:
         """The verified reward function (imported on first use only)."""

@@ -82,6 +82,9 @@ class PolicyKind(Protocol):
                seed: int | None = None) -> DecisionEngine:
         """The serving engine for champion (and challenger) ``LoadedModel``s."""
 
+    def kserve_model(self, name: str, champion: Any, store: Any, options: Any) -> Any:
+        """The ``kserve.Model`` that serves the loaded ``champion`` (``options``: the server's parsed arguments)."""
+
     def dataset_builders(self) -> dict[str, Callable[..., Any]]:
         """Dataset kind (``transitions``, ``preferences``, ...) -> ``build(store, model, bundle, **options)``."""
 

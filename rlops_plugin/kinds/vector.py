@@ -41,6 +41,18 @@ class VectorKind:
 
         return DecisionEngine(model_name, champion, challenger, exploration, routing, seed=seed)
 
+    def kserve_model(self, name: str, champion: Any, store: Any, options: Any) -> Any:
+        """The v1/v2 predictor (``PolicyModel``) around an already loaded champion."""
+        from rlops_plugin.serving.exploration import ExplorationConfig
+        from rlops_plugin.serving.model import PolicyModel
+        from rlops_plugin.serving.routing import RoutingConfig
+
+        o = options
+        return PolicyModel(name, champion.model_uri, store=store, challenger_uri=o.challenger_uri,
+                           exploration=ExplorationConfig(o.exploration, o.epsilon, o.temperature, o.max_epsilon),
+                           routing=RoutingConfig(o.routing, o.canary_fraction), max_batch=o.max_batch, seed=o.seed,
+                           champion=champion)
+
     def dataset_builders(self) -> dict[str, Callable[..., Any]]:
         """Transitions for offline RL, preference pairs from corrections and ratings."""
         from rlops_plugin.experience.dataset import build_preferences, build_transitions

@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from rlops_plugin.bundle.strict import load_dataclass
@@ -105,6 +107,17 @@ def install(app: FastAPI, models: dict[str, Any], store: ExperienceStore | None,
                               status_code=503)
 
     app.add_exception_handler(StoreError, store_failed)
+
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        if not request.url.path.startswith("/openai/"):
+            return await request_validation_exception_handler(request, exc)
+        first = exc.errors()[0] if exc.errors() else {}
+        field = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        message = f"{field}: {first.get('msg', 'invalid request')}"
+        return json_response({"error": {"message": message, "type": "BadRequestError", "param": field,
+                                        "code": "400"}}, status_code=400)
+
+    app.add_exception_handler(RequestValidationError, invalid_request)
 
     def bad(message: str, status: int = 400) -> Response:
         return json_response({"error": message}, status_code=status)

@@ -42,6 +42,23 @@ def ask_shield(observation: np.ndarray, action: Any, context: dict[str, Any]) ->
     raise PluginError(f"rlops_shield returned {verdict!r}; return None, (action, reason) or Veto")
 
 
+def guard_active() -> bool:
+    """True when at least one plugin implements ``rlops_guard_tool_call``."""
+    return bool(plugins.get_plugin_manager().hook.rlops_guard_tool_call.get_hookimpls())
+
+
+def ask_tool_guard(call: dict[str, Any], context: dict[str, Any]) -> Veto | None:
+    """Ask the tool-call guard about one call; ``Veto.action`` is the safe response text."""
+    verdict = plugins.get_plugin_manager().hook.rlops_guard_tool_call(call=call, context=context)
+    if verdict is None:
+        return None
+    if isinstance(verdict, tuple) and len(verdict) == 2:
+        verdict = Veto(verdict[0], str(verdict[1]))
+    if isinstance(verdict, Veto) and isinstance(verdict.action, str):
+        return verdict
+    raise PluginError(f"rlops_guard_tool_call returned {verdict!r}; return None or (safe_response_text, reason)")
+
+
 def shield_discrete(obs: np.ndarray, probs: np.ndarray, contexts: Sequence[dict[str, Any]]
                     ) -> tuple[np.ndarray, list[dict[int, Veto]]]:
     """Effective distribution after the shield, and per row the vetoed proposals."""

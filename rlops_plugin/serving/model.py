@@ -32,7 +32,7 @@ class PolicyModel(kserve.Model):
     def __init__(self, name: str, model_uri: str, store: ExperienceStore | None = None,
                  challenger_uri: str | None = None, exploration: ExplorationConfig | None = None,
                  routing: RoutingConfig | None = None, max_batch: int = DEFAULT_MAX_BATCH,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, champion: LoadedModel | None = None) -> None:
         super().__init__(name)
         self.model_uri = model_uri
         self.challenger_uri = challenger_uri
@@ -42,10 +42,12 @@ class PolicyModel(kserve.Model):
         self.max_batch = max_batch
         self.seed = seed
         self.decider: DecisionEngine | None = None
+        self._preloaded = champion
 
     def load(self) -> bool:
         """Load champion (and challenger) with every integrity check; then mark ready."""
-        champion = load_model_with_source(self.model_uri)
+        champion = self._preloaded or load_model_with_source(self.model_uri)
+        self._preloaded = None
         challenger = load_model_with_source(self.challenger_uri) if self.challenger_uri else None
         self.decider = self._build_engine(champion, challenger, self.exploration, self.routing)
         self.ready = True

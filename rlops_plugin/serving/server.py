@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from rlops_plugin.local.processes import LOCALHOST
 
@@ -58,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None, help="seed of exploration and canary sampling")
     parser.add_argument("--torch_threads", type=int, default=1, help="torch intra-op threads per process")
     parser.add_argument("--access_log", action="store_true", help="log every request (slower)")
+    agent = parser.add_argument_group("agent policies (OpenAI data plane)")
+    agent.add_argument("--max_tokens", type=int, default=256, help="largest max_tokens a request may ask for")
+    agent.add_argument("--default_max_tokens", type=int, default=64, help="max_tokens when a request gives none")
+    agent.add_argument("--max_n", type=int, default=8, help="most choices per request")
+    agent.add_argument("--time_budget_s", type=float, default=30.0,
+                       help="a generation running longer answers 503 and acknowledges nothing")
+    agent.add_argument("--traces", choices=("auto", "on", "off"), default=env("RLOPS_TRACES", "auto"),
+                       help="mirror interactions to MLflow traces (auto: when MLFLOW_TRACKING_URI is set)")
+    agent.add_argument("--trace_experiment", default=env("RLOPS_TRACE_EXPERIMENT"),
+                       help="MLflow experiment of the traces (default: rlops-agent-<model_name>)")
+    agent.add_argument("--trace_queue", type=int, default=1000,
+                       help="interactions waiting for the trace mirror; more are dropped and counted")
     parser.set_defaults(enable_grpc=False, enable_latency_logging=False, model_name="policy")
     return parser
 
@@ -66,31 +79,29 @@ def run(args: argparse.Namespace) -> None:
     """Load the model, then serve until SIGTERM/SIGINT; the store is flushed and closed on exit."""
     import torch
     from kserve import ModelServer
-    from kserve.protocol.rest.server import RESTServer
 
+    from rlops_plugin import plugins
     from rlops_plugin.experience.store import open_store
+    from rlops_plugin.flavor.model import load_model_with_source
     from rlops_plugin.serving import app as rlops_app
-    from rlops_plugin.serving.exploration import ExplorationConfig
-    from rlops_plugin.serving.model import PolicyModel
-    from rlops_plugin.serving.routing import RoutingConfig
 
     torch.set_num_threads(max(1, args.torch_threads))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     store = open_store(args.store, durability=args.durability) if args.store else None
+    mirror = None
     try:
-        model = PolicyModel(
-            args.model_name, args.model_uri, store=store, challenger_uri=args.challenger_uri,
-            exploration=ExplorationConfig(args.exploration, args.epsilon, args.temperature, args.max_epsilon),
-            routing=RoutingConfig(args.routing, args.canary_fraction), max_batch=args.max_batch, seed=args.seed,
-        )
+        champion = load_model_with_source(args.model_uri)
+        kind = plugins.policy_kinds().get(champion.bundle.kind).value  # the kind owns its KServe model
+        model = kind.kserve_model(args.model_name, champion, store, args)
+        if hasattr(model, "mirror"):
+            mirror = _trace_mirror(args)
+            model.mirror = mirror
         model.load()
         server = ModelServer(http_port=args.http_port, enable_grpc=False, workers=1,
                              enable_docs_url=args.enable_docs_url,
                              enable_latency_logging=args.enable_latency_logging)
         server._register_and_check_atleast_one_model_is_ready([model])
-        rest = RESTServer("kserve.model_server:app", server.dataplane, server.model_repository_extension,
-                          args.http_port, access_log_format=args.access_log_format, workers=1,
-                          timeout_keep_alive=args.timeout_keep_alive)
+        rest = _rest_server(args, server, openai=hasattr(model, "create_chat_completion"))
         rest.config.host = args.host
         rest.create_application()
         from kserve.model_server import app
@@ -102,8 +113,54 @@ def run(args: argparse.Namespace) -> None:
         gc.freeze()  # the loaded stack (torch, mlflow, kserve) is long-lived: keep it out of GC scans
         rest._server.run()
     finally:
+        if mirror is not None:
+            mirror.close()
         if store is not None:
             store.close()
+
+
+def _trace_mirror(args: argparse.Namespace) -> Any:
+    """The MLflow trace mirror of an agent server, when traces are on (``auto``: a tracking URI is set)."""
+    if args.traces == "off" or (args.traces == "auto" and not os.environ.get("MLFLOW_TRACKING_URI")):
+        return None
+    from rlops_plugin.experience.traces import TraceMirror
+
+    return TraceMirror(experiment=args.trace_experiment or f"rlops-agent-{args.model_name}",
+                       max_queue=args.trace_queue)
+
+
+def _rest_server(args: argparse.Namespace, server: Any, openai: bool) -> Any:
+    """KServe's REST server; for a v1/v2 model its OpenAI routes are not even imported.
+
+    KServe tries to import its OpenAI data plane for every server, and that import loads vllm's
+    protocol modules (about 5 s). A vector policy never needs them, so the import is made to fail
+    fast, which KServe handles by not registering the OpenAI routes.
+    """
+    from kserve.protocol.rest.server import RESTServer
+
+    rest = RESTServer("kserve.model_server:app", server.dataplane, server.model_repository_extension,
+                      args.http_port, access_log_format=args.access_log_format, workers=1,
+                      timeout_keep_alive=args.timeout_keep_alive)
+    if not openai:
+        create = rest.create_application
+
+        def create_without_openai() -> Any:
+            saved = sys.modules.get(_OPENAI_CONFIG, _ABSENT)
+            sys.modules[_OPENAI_CONFIG] = None  # type: ignore[assignment]  # import raises ImportError
+            try:
+                return create()
+            finally:
+                if saved is _ABSENT:
+                    del sys.modules[_OPENAI_CONFIG]
+                else:
+                    sys.modules[_OPENAI_CONFIG] = saved
+
+        rest.create_application = create_without_openai
+    return rest
+
+
+_OPENAI_CONFIG = "kserve.protocol.rest.openai.config"
+_ABSENT = object()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

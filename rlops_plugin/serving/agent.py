@@ -1,0 +1,388 @@
+"""``AgentModel``: an agent policy on KServe's OpenAI data plane, every interaction logged before it answers.
+
+KServe registers ``/openai/v1/chat/completions`` and ``/openai/v1/completions`` for any
+``OpenAIGenerativeModel``; this one validates the request (400 naming the field and the limit), samples
+``n`` completions with their exact log-probabilities, parses tool calls, runs the tool-call guard, writes
+an :class:`~rlops_plugin.experience.records.InteractionRecord` to the experience store, hands it to the
+MLflow trace mirror (bounded, may drop), and only then answers. The answer carries an ``rlops`` object:
+interaction id, policy version, session id and per choice its decision id and log-probabilities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from kserve.protocol.rest.openai import OpenAIGenerativeModel
+from kserve.protocol.rest.openai.errors import create_error_response
+from kserve.protocol.rest.openai.types import (
+    ChatCompletion,
+    ChatCompletionChoice,
+    ChatMessage,
+    Completion,
+    CompletionChoice,
+    UsageInfo,
+)
+
+from rlops_plugin.errors import ConfigError, InvalidObservationError
+from rlops_plugin.experience.records import InteractionRecord, decision_id, new_batch_id
+from rlops_plugin.serving.guards import ask_tool_guard, guard_active
+
+logger = logging.getLogger(__name__)
+ROLES = ("system", "user", "assistant", "tool")
+SESSION_HEADER = "x-session-id"
+
+
+@dataclass(frozen=True)
+class AgentServingOptions:
+    """Server-side limits of an agent deployment."""
+
+    max_tokens: int = 256
+    """Largest ``max_tokens`` a request may ask for (400 above)."""
+    default_max_tokens: int = 64
+    """``max_tokens`` when a request gives none."""
+    max_n: int = 8
+    """Most choices per request."""
+    time_budget_s: float = 30.0
+    """A generation still running after this answers 503 and acknowledges nothing."""
+
+
+@dataclass
+class _Prepared:
+    endpoint: str
+    messages: list[dict[str, Any]] | None
+    prompt: str | None
+    prompt_ids: list[int]
+    prefix: str
+    tools: list[dict[str, Any]]
+    tool_choice: Any
+    sampling: dict[str, Any]
+    session_id: str | None
+    metadata: dict[str, Any]
+
+
+class AgentModel(OpenAIGenerativeModel):
+    """Serve an agent bundle with OpenAI chat and text completions; log each interaction durably first."""
+
+    def __init__(self, name: str, champion: Any, store: Any = None, options: Any = None, mirror: Any = None) -> None:
+        super().__init__(name)
+        self.ready = False
+        self.champion = champion
+        self.policy = champion.bundle.policy
+        self.store = store
+        self.mirror = mirror
+        self.options = options if isinstance(options, AgentServingOptions) else _options_from_args(options)
+        self.model_uri = champion.model_uri
+        self.guard_vetoes = 0
+        self.timeouts = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlops-generate")
+        self._system_prompt: str | None = None
+
+    def load(self) -> bool:
+        """Load the checkpoint (hashes re-checked) and the system prompt; then mark ready."""
+        self.policy.load()
+        self._system_prompt = self.policy.system_prompt()
+        self.ready = True
+        return self.ready
+
+    def status(self) -> dict[str, Any]:
+        """What this model serves right now (``/rlops/v1/status``)."""
+        return {"model": self.name, "ready": self.ready, "kind": "agent",
+                "policies": [self.champion.policy_version], "champion_uri": self.model_uri,
+                "logging": self.store is not None, "guard_vetoes": self.guard_vetoes, "timeouts": self.timeouts,
+                "limits": {"max_tokens": self.options.max_tokens, "max_n": self.options.max_n,
+                           "time_budget_s": self.options.time_budget_s},
+                "trace_mirror": self.mirror.stats() if self.mirror is not None else None}
+
+    def reconfigure(self, **changes: Any) -> dict[str, Any]:
+        """Agent deployments change policy by restart for now (shadow and canary for agents come later)."""
+        raise ConfigError("configure: agent deployments do not swap policies or routing without a restart yet")
+
+    def stop(self) -> None:
+        """Stop the generation thread (KServe calls this on shutdown)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ----- the two endpoints --------------------------------------------------------------
+    async def create_chat_completion(self, request: Any, raw_request: Any = None,
+                                     context: dict[str, Any] | None = None) -> Any:
+        """``/openai/v1/chat/completions``."""
+        try:
+            prepared = self._prepare(request, raw_request, chat=True)
+        except InvalidObservationError as exc:
+            return _bad_request(exc)
+        return await self._answer(prepared, request)
+
+    async def create_completion(self, request: Any, raw_request: Any = None,
+                                context: dict[str, Any] | None = None) -> Any:
+        """``/openai/v1/completions`` (a raw text prompt, no chat template, no tools)."""
+        try:
+            prepared = self._prepare(request, raw_request, chat=False)
+        except InvalidObservationError as exc:
+            return _bad_request(exc)
+        return await self._answer(prepared, request)
+
+    # ----- validation -----------------------------------------------------------------------
+    def _prepare(self, request: Any, raw_request: Any, chat: bool) -> _Prepared:
+        if getattr(request, "stream", False):
+            raise InvalidObservationError("stream: streaming is not supported (each interaction is logged before "
+                                          "it is answered)")
+        extra = request.model_extra or {}
+        metadata = extra.get("metadata") or {}
+        if not isinstance(metadata, Mapping):
+            raise InvalidObservationError("metadata: a JSON object")
+        sampling = self._sampling(request)
+        headers = getattr(raw_request, "headers", None) or {}
+        session = metadata.get("session_id") or headers.get(SESSION_HEADER) or getattr(request, "user", None)
+        if session is not None and (not isinstance(session, str) or len(session) > 200):
+            raise InvalidObservationError("metadata.session_id: a string up to 200 characters")
+        if chat:
+            messages = self._messages(request.messages)
+            tools = self._tools(request.tools)
+            tool_choice, prefix = self._tool_choice(request.tool_choice, tools)
+            prompt_ids = self.policy.render(messages, tools, prefix)
+            prompt = None
+        else:
+            prompt = request.prompt
+            if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+                prompt = prompt[0]
+            if not isinstance(prompt, str) or not prompt:
+                raise InvalidObservationError("prompt: one non-empty string")
+            messages, tools, tool_choice, prefix = None, [], None, ""
+            _, tokenizer = self.policy.load()
+            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        context = self.policy.context_length
+        if len(prompt_ids) + sampling["max_tokens"] > context:
+            field = "messages" if chat else "prompt"
+            raise InvalidObservationError(f"{field}: the prompt is {len(prompt_ids)} tokens; with max_tokens "
+                                          f"{sampling['max_tokens']} it exceeds the model's context of {context} "
+                                          "tokens")
+        return _Prepared("chat.completions" if chat else "completions", messages, prompt, prompt_ids, prefix, tools,
+                         tool_choice, sampling, session, dict(metadata))
+
+    def _sampling(self, request: Any) -> dict[str, Any]:
+        defaults = self.policy.agent.get("generation") or {}
+        limit = self.options.max_tokens
+        max_tokens = getattr(request, "max_completion_tokens", None) or request.max_tokens
+        if max_tokens is None:
+            max_tokens = min(defaults.get("max_new_tokens", self.options.default_max_tokens), limit)
+        if not 1 <= max_tokens <= limit:
+            raise InvalidObservationError(f"max_tokens: {max_tokens} is outside 1..{limit} (the server's limit, "
+                                          "--max_tokens)")
+        n = request.n if request.n is not None else 1
+        if not 1 <= n <= self.options.max_n:
+            raise InvalidObservationError(f"n: {n} is outside 1..{self.options.max_n} (the server's limit, --max_n)")
+        temperature = request.temperature if request.temperature is not None else defaults.get("temperature", 1.0)
+        top_p = request.top_p if request.top_p is not None else defaults.get("top_p", 1.0)
+        if not 0.0 <= temperature <= 2.0:
+            raise InvalidObservationError(f"temperature: {temperature} is outside 0..2")
+        if not 0.0 < top_p <= 1.0:
+            raise InvalidObservationError(f"top_p: {top_p} is outside (0, 1]")
+        return {"n": n, "temperature": float(temperature), "top_p": float(top_p), "max_tokens": int(max_tokens),
+                "seed": request.seed}
+
+    def _messages(self, messages: Any) -> list[dict[str, Any]]:
+        if not messages:
+            raise InvalidObservationError("messages: at least one message is required")
+        out = []
+        for i, message in enumerate(messages):
+            where = f"messages[{i}]"
+            message = dict(message)
+            role = message.get("role")
+            if role not in ROLES:
+                raise InvalidObservationError(f"{where}.role: {role!r} is not one of {list(ROLES)}")
+            content = _text(message.get("content"), f"{where}.content")
+            item: dict[str, Any] = {"role": role, "content": content}
+            calls = message.get("tool_calls")
+            if calls:
+                if role != "assistant":
+                    raise InvalidObservationError(f"{where}.tool_calls: only assistant messages carry tool calls")
+                item["tool_calls"] = [_openai_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(calls)]
+            elif content is None:
+                raise InvalidObservationError(f"{where}.content: text is required for role {role!r}")
+            if role == "tool" and message.get("tool_call_id") is not None:
+                item["tool_call_id"] = str(message["tool_call_id"])
+            out.append(item)
+        if self._system_prompt and out[0]["role"] != "system":
+            out.insert(0, {"role": "system", "content": self._system_prompt})
+        return out
+
+    def _tools(self, tools: Any) -> list[dict[str, Any]]:
+        from jsonschema import SchemaError
+        from jsonschema.validators import validator_for
+
+        if not tools:
+            return self.policy.tools
+        out = []
+        for i, tool in enumerate(tools):
+            tool = tool.model_dump(exclude_none=True) if hasattr(tool, "model_dump") else dict(tool)
+            function = tool.get("function") or {}
+            name = function.get("name")
+            if tool.get("type", "function") != "function" or not isinstance(name, str) or not name:
+                raise InvalidObservationError(f"tools[{i}]: a function tool with a name")
+            parameters = function.get("parameters") or {"type": "object"}
+            try:
+                validator_for(parameters).check_schema(parameters)
+            except SchemaError as exc:
+                raise InvalidObservationError(f"tools[{i}].function.parameters: not a valid JSON Schema "
+                                              f"({exc.message})") from None
+            out.append({"type": "function", "function": {**function, "parameters": parameters}})
+        return out
+
+    def _tool_choice(self, choice: Any, tools: list[dict[str, Any]]) -> tuple[Any, str]:
+        """The tool choice and the text prefilled to honour it (a forced call starts the answer)."""
+        if hasattr(choice, "model_dump"):
+            choice = choice.model_dump(exclude_none=True)
+        names = [t["function"]["name"] for t in tools]
+        if choice in (None, "auto", "none"):
+            return choice or "auto", ""
+        if choice == "required":
+            if not tools:
+                raise InvalidObservationError("tool_choice: 'required' needs tools")
+            return choice, self.policy.call_prefix(None)
+        name = (choice.get("function") or {}).get("name") if isinstance(choice, Mapping) else None
+        if name is None:
+            raise InvalidObservationError(f"tool_choice: 'none', 'auto', 'required' or a function, got {choice!r}")
+        if name not in names:
+            raise InvalidObservationError(f"tool_choice: names the unknown tool {name!r}; offered: {names}")
+        return choice, self.policy.call_prefix(name)
+
+    # ----- generation, logging, answer ------------------------------------------------------
+    async def _answer(self, prepared: _Prepared, request: Any) -> Any:
+        started = time.time()
+        tick = time.monotonic()
+        deadline = tick + self.options.time_budget_s
+        s = prepared.sampling
+        try:
+            generated = await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(
+                    self._executor, lambda: self.policy.generate(
+                        prepared.prompt_ids, n=s["n"], temperature=s["temperature"], top_p=s["top_p"],
+                        max_new_tokens=s["max_tokens"], deadline=deadline, seed=s["seed"])),
+                timeout=self.options.time_budget_s + 5.0)
+        except TimeoutError:
+            generated = None
+        if generated is None or any(g.finish_reason == "timeout" for g in generated):
+            self.timeouts += 1
+            return create_error_response(
+                f"generation exceeded the server's time budget of {self.options.time_budget_s} s "
+                "(--time_budget_s); nothing was logged, retry", err_type="ServiceUnavailable",
+                status_code=HTTPStatus.SERVICE_UNAVAILABLE)
+        choices = [self._choice(i, g, prepared) for i, g in enumerate(generated)]
+        latency_ms = (time.monotonic() - tick) * 1000.0
+        record = InteractionRecord(
+            interaction_id=new_batch_id(), ts=started, model=self.name, policy_version=self.champion.policy_version,
+            endpoint=prepared.endpoint,
+            request={"messages": prepared.messages, "prompt": prepared.prompt, "tools": prepared.tools,
+                     "tool_choice": prepared.tool_choice, "sampling": s, "metadata": prepared.metadata},
+            choices=choices, session_id=prepared.session_id, latency_ms=latency_ms,
+            usage={"prompt_tokens": len(prepared.prompt_ids),
+                   "completion_tokens": sum(c["completion_tokens"] for c in choices)})
+        if self.store is not None:
+            await self.store.log_interactions_async([record])
+        if self.mirror is not None:
+            self.mirror.submit(record)
+        return self._response(record, request)
+
+    def _choice(self, index: int, generated: Any, prepared: _Prepared) -> dict[str, Any]:
+        text = prepared.prefix + self.policy.decode(generated.token_ids)
+        content, calls = (self.policy.parse_tool_calls(text) if prepared.endpoint == "chat.completions"
+                          and prepared.tool_choice != "none" else (text, []))
+        tool_calls = [{"id": f"call_{secrets.token_hex(8)}", **c} for c in calls]
+        choice = {"index": index, "content": content, "tool_calls": tool_calls,
+                  "finish_reason": "tool_calls" if tool_calls and generated.finish_reason == "stop"
+                  else generated.finish_reason,
+                  "logprob": generated.logprob, "model_logprob": generated.model_logprob,
+                  "completion_tokens": len(generated.token_ids), "vetoes": []}
+        if tool_calls and guard_active():
+            context = {"model": self.name, "policy_version": self.champion.policy_version,
+                       "session_id": prepared.session_id, "messages": prepared.messages, "tools": prepared.tools,
+                       "metadata": prepared.metadata}
+            substitute = None
+            for call in tool_calls:
+                verdict = ask_tool_guard({"name": call["name"], "arguments": call["arguments"]}, context)
+                if verdict is not None:
+                    substitute = verdict.action if substitute is None else substitute
+                    choice["vetoes"].append({"tool": call["name"], "arguments": call["arguments"],
+                                             "reason": verdict.reason})
+            if substitute is not None:
+                self.guard_vetoes += 1
+                choice.update(proposed={"content": content, "tool_calls": tool_calls}, content=substitute,
+                              tool_calls=[], finish_reason="stop", logprob=None)
+        return choice
+
+    def _response(self, record: InteractionRecord, request: Any) -> Any:
+        created = int(record.ts)
+        usage = UsageInfo(prompt_tokens=record.usage["prompt_tokens"],
+                          completion_tokens=record.usage["completion_tokens"],
+                          total_tokens=record.usage["prompt_tokens"] + record.usage["completion_tokens"])
+        rlops = {"interaction_id": record.interaction_id, "policy_version": record.policy_version,
+                 "session_id": record.session_id,
+                 "choices": [{"index": c["index"], "decision_id": decision_id(record.interaction_id, c["index"]),
+                              "logprob": c["logprob"], "model_logprob": c["model_logprob"],
+                              "vetoed": bool(c["vetoes"])} for c in record.choices]}
+        if record.endpoint == "completions":
+            return Completion(id=f"cmpl-{record.interaction_id}", created=created, model=self.name, usage=usage,
+                              choices=[CompletionChoice(index=c["index"], text=c["content"] or "",
+                                                        finish_reason=c["finish_reason"]) for c in record.choices],
+                              rlops=rlops)
+        choices = []
+        for c in record.choices:
+            calls = [{"id": t["id"], "type": "function",
+                      "function": {"name": t["name"], "arguments": json.dumps(t["arguments"])}}
+                     for t in c["tool_calls"]]
+            message = ChatMessage(role="assistant", content=c["content"], tool_calls=calls)
+            choices.append(ChatCompletionChoice(index=c["index"], message=message, finish_reason=c["finish_reason"]))
+        return ChatCompletion(id=f"chatcmpl-{record.interaction_id}", created=created, model=self.name,
+                              choices=choices, usage=usage, rlops=rlops)
+
+
+def _text(content: Any, where: str) -> str | None:
+    """Message content as text: a string, or a list of text parts; anything else is refused."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise InvalidObservationError(f"{where}[{j}]: only text parts are supported")
+            parts.append(part["text"])
+        return "".join(parts)
+    raise InvalidObservationError(f"{where}: text is required, got {type(content).__name__}")
+
+
+def _openai_call(call: Any, where: str) -> dict[str, Any]:
+    call = dict(call)
+    function = call.get("function") or {}
+    if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+        raise InvalidObservationError(f"{where}.function.name: required")
+    return {"id": call.get("id"), "type": "function",
+            "function": {"name": function["name"], "arguments": function.get("arguments") or "{}"}}
+
+
+def _bad_request(exc: InvalidObservationError) -> Any:
+    message = str(exc)
+    return create_error_response(message, err_type="BadRequestError", param=message.split(":", 1)[0],
+                                 status_code=HTTPStatus.BAD_REQUEST)
+
+
+def _options_from_args(args: Any) -> AgentServingOptions:
+    if args is None:
+        return AgentServingOptions()
+    defaults = AgentServingOptions()
+    options = AgentServingOptions(
+        max_tokens=getattr(args, "max_tokens", defaults.max_tokens),
+        default_max_tokens=min(getattr(args, "default_max_tokens", defaults.default_max_tokens),
+                               getattr(args, "max_tokens", defaults.max_tokens)),
+        max_n=getattr(args, "max_n", defaults.max_n),
+        time_budget_s=getattr(args, "time_budget_s", defaults.time_budget_s))
+    if options.max_tokens < 1 or options.max_n < 1 or options.time_budget_s <= 0:
+        raise ConfigError(f"agent serving limits must be positive: {options}")
+    return options
