@@ -171,3 +171,22 @@ def weak_bundle():
     from rlops_plugin import EnvSpec, PolicyBundle
 
     return PolicyBundle.create(EnvSpec(id="CartPole-v1"), config={"hidden_sizes": [32, 32]}, seed=1)
+
+
+# ----- agent policies (a tiny triage model trained locally: no hub, no download) -------------------
+@pytest.fixture(scope="session")
+def triage_agent(tmp_path_factory):
+    """The built-in triage agent bundle (tiny Llama trained on the task's tickets, seed 0; ~8 s)."""
+    from rlops_plugin.kinds.agent.triage import build_triage_agent
+
+    return build_triage_agent(tmp_path_factory.mktemp("triage-checkpoint") / "model")
+
+
+@pytest.fixture(scope="session")
+def triage_model_dir(triage_agent, tmp_path_factory):
+    """The triage agent saved as an MLflow model directory (what ``rlops serve PATH`` takes)."""
+    from rlops_plugin import flavor
+
+    path = tmp_path_factory.mktemp("triage-model") / "agent"
+    flavor.save_model(triage_agent, path)
+    return str(path)

@@ -42,6 +42,16 @@ class ConfigureRequest:
     exploration: dict[str, Any] | None = None
 
 
+def _field_name(loc: Any) -> str:
+    """``messages[0].content`` from pydantic's ``("body", "messages", 0, "ChatCompletionUserMessageParam", ...)``."""
+    out = ""
+    for part in loc:
+        if part == "body" or (isinstance(part, str) and (part[:1].isupper() or part in ("str", "list", "dict"))):
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
 class BodyLimitMiddleware:
     """Answer 413 for bodies over ``limit`` bytes (declared or streamed) without reading them all."""
 
@@ -112,7 +122,7 @@ def install(app: FastAPI, models: dict[str, Any], store: ExperienceStore | None,
         if not request.url.path.startswith("/openai/"):
             return await request_validation_exception_handler(request, exc)
         first = exc.errors()[0] if exc.errors() else {}
-        field = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        field = _field_name(first.get("loc", ()))
         message = f"{field}: {first.get('msg', 'invalid request')}"
         return json_response({"error": {"message": message, "type": "BadRequestError", "param": field,
                                         "code": "400"}}, status_code=400)
