@@ -170,7 +170,8 @@ class AgentModel(OpenAIGenerativeModel):
     def _sampling(self, request: Any) -> dict[str, Any]:
         defaults = self.policy.agent.get("generation") or {}
         limit = self.options.max_tokens
-        max_tokens = getattr(request, "max_completion_tokens", None) or request.max_tokens
+        fields = request.__dict__  # reading the deprecated max_tokens attribute warns; the value is still valid
+        max_tokens = fields.get("max_completion_tokens") or fields.get("max_tokens")
         if max_tokens is None:
             max_tokens = min(defaults.get("max_new_tokens", self.options.default_max_tokens), limit)
         if not 1 <= max_tokens <= limit:

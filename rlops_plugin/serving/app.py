@@ -6,6 +6,7 @@ retry), so bad input never surfaces as a 500.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,8 +123,10 @@ def install(app: FastAPI, models: dict[str, Any], store: ExperienceStore | None,
         if not request.url.path.startswith("/openai/"):
             return await request_validation_exception_handler(request, exc)
         first = exc.errors()[0] if exc.errors() else {}
-        field = _field_name(first.get("loc", ()))
-        message = f"{field}: {first.get('msg', 'invalid request')}"
+        text = str(first.get("msg", "invalid request"))
+        named = re.search(r"\(parameter=([\w.\[\]]+)\)", text)  # vllm's model validators name the field so
+        field = named.group(1) if named else _field_name(first.get("loc", ()))
+        message = f"{field}: {re.sub(r'^Value error, ', '', text)}"
         return json_response({"error": {"message": message, "type": "BadRequestError", "param": field,
                                         "code": "400"}}, status_code=400)
 
