@@ -6,9 +6,10 @@ counted), one daemon thread writes each interaction as one trace, and a failed w
 never raised. A trace carries the record's own timestamps and one span per thing a reviewer wants to see:
 
 * a ``CHAT_MODEL`` root span for the interaction (inputs: ``messages`` and ``tools``; outputs: the first
-  choice's message), tagged ``rlops.interaction_id``, ``rlops.session_id``, ``rlops.policy_version`` and
-  ``rlops.model``, with MLflow's session (``mlflow.trace.session``) and user (``mlflow.trace.user``) metadata
-  so the UI groups a conversation;
+  choice's message, in the OpenAI completion object the UI renders as a chat turn); the trace is tagged
+  ``rlops.interaction_id``, ``rlops.session_id``, ``rlops.policy_version`` and ``rlops.model`` and carries
+  MLflow's session (``mlflow.trace.session``) and user (``mlflow.trace.user``) metadata, so the UI groups a
+  conversation;
 * a ``TOOL`` span for each tool result the client sent back in the transcript;
 * an ``LLM`` span per choice (log-probs, finish reason, tokens, guard vetoes), with a ``TOOL`` span for each
   tool call it proposed.
@@ -34,6 +35,7 @@ import base64
 import hashlib
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -102,22 +104,20 @@ class TraceMirror:
 
     def submit(self, record: InteractionRecord) -> bool:
         """Queue an interaction without blocking; ``False`` (and counted as dropped) when full or closed."""
-        with self._lock:
-            if self._closing.is_set():
-                self._dropped += 1
-                return False
-            self._accepted += 1
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
-            with self._lock:
-                self._accepted -= 1
-                self._dropped += 1
+        with self._lock:  # held across put_nowait (which never waits), so nothing is queued once closing began
+            if not self._closing.is_set():
+                try:
+                    self._queue.put_nowait(record)
+                except queue.Full:
+                    pass
+                else:
+                    self._accepted += 1
+                    return True
+            self._dropped += 1
             return False
-        return True
 
     def stats(self) -> dict[str, int]:
-        """Counts: ``mirrored`` (stored in MLflow), ``dropped`` (queue full or closed), ``failed``, ``queued``."""
+        """Counts: ``mirrored`` (stored), ``dropped`` (full or closed), ``failed``, ``queued`` (waiting, in flight)."""
         with self._lock:
             return {"mirrored": self._mirrored, "dropped": self._dropped, "failed": self._failed,
                     "queued": self._accepted - self._mirrored - self._failed}
@@ -147,7 +147,7 @@ class TraceMirror:
             try:
                 record = self._queue.get(timeout=0.1)
             except queue.Empty:
-                if self._closing.is_set():
+                if self._closing.is_set() and self._queue.empty():
                     return
                 continue
             try:
@@ -217,14 +217,15 @@ def build_trace(record: InteractionRecord, experiment_id: str) -> tuple[Any, lis
 
     iid = record.interaction_id
     trace_hex = _hex_id(iid, "trace", 32)
-    start = int(record.ts * 1e9)
+    start = round(record.ts * 1e9)
     end = start + max(0, int(record.latency_ms * 1e6))
     request = record.request or {}
     inputs: dict[str, Any] = ({"messages": request["messages"]} if request.get("messages") is not None
                               else {"prompt": request.get("prompt")})
     if request.get("tools"):
         inputs["tools"] = request["tools"]
-    output = _message(record.choices[0]) if record.choices else None
+    first = _message(record.choices[0]) if record.choices else None
+    output = _completion(record, record.choices[0]) if record.choices else None
     root_id = _hex_id(iid, "root", 16)
     usage = _token_usage(record.usage)
     root_attrs: dict[str, Any] = {"rlops.interaction_id": iid, "rlops.model": record.model,
@@ -249,14 +250,14 @@ def build_trace(record: InteractionRecord, experiment_id: str) -> tuple[Any, lis
             if choice.get(key) is not None and choice.get(key) != []:
                 attrs[key] = choice[key]
         spans.append(_span(trace_hex, choice_id, root_id, f"choice-{index}", SpanType.LLM, start, end, None,
-                           _message(choice), attrs))
+                           _completion(record, choice), attrs))
         for j, call in enumerate(choice.get("tool_calls") or []):
             name, arguments = _call_parts(call)
             spans.append(_span(trace_hex, _hex_id(iid, f"choice-{index}-call-{j}", 16), choice_id, name,
                                SpanType.TOOL, end, end, arguments, None,
                                {"tool_call_id": call.get("id"), "rlops.choice": index, "rlops.executed": False}))
     metadata = {"mlflow.trace_schema.version": "3", "mlflow.traceInputs": _preview(inputs),
-                "mlflow.traceOutputs": _preview(output)}
+                "mlflow.traceOutputs": _preview(first)}
     if record.session_id:
         metadata["mlflow.trace.session"] = str(record.session_id)
     user = _user(record)
@@ -271,7 +272,7 @@ def build_trace(record: InteractionRecord, experiment_id: str) -> tuple[Any, lis
     info = TraceInfo(trace_id="tr-" + trace_hex, trace_location=TraceLocation.from_experiment_id(experiment_id),
                      request_time=start // 1_000_000, state=TraceState.OK,
                      execution_duration=(end - start) // 1_000_000, client_request_id=iid,
-                     request_preview=_last_user_text(request), response_preview=_text_preview(output),
+                     request_preview=_last_user_text(request), response_preview=_text_preview(first),
                      trace_metadata=metadata, tags=tags)
     return info, spans
 
@@ -317,6 +318,19 @@ def _span(trace_hex: str, span_hex: str, parent_hex: str | None, name: str, span
         "parent_span_id": _b64(parent_hex) if parent_hex else None, "name": name,
         "start_time_unix_nano": start, "end_time_unix_nano": end, "events": [],
         "status": {"code": "STATUS_CODE_OK", "message": ""}, "attributes": attrs})
+
+
+def _completion(record: InteractionRecord, choice: Mapping[str, Any]) -> dict[str, Any]:
+    """One choice as the OpenAI completion object the UI renders as a chat turn (its id: the interaction's)."""
+    index = int(choice.get("index", 0))
+    if record.endpoint == "completions":
+        body: dict[str, Any] = {"index": index, "text": choice.get("content")}
+        kind = "text_completion"
+    else:
+        body = {"index": index, "message": _message(choice)}
+        kind = "chat.completion"
+    body["finish_reason"] = choice.get("finish_reason")
+    return {"id": record.interaction_id, "object": kind, "model": record.model, "choices": [body]}
 
 
 def _message(choice: Mapping[str, Any]) -> dict[str, Any]:
@@ -383,7 +397,21 @@ def _preview(value: Any) -> str:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, default=str)
+    """Strict JSON (what the UI parses): objects it cannot encode become strings, NaN and infinities null."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, default=str)
+    except ValueError:
+        return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False, default=str)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _hex_id(interaction_id: str, part: str, digits: int) -> str:
@@ -406,14 +434,15 @@ def sync_assessments(store: Any, tracking_uri: str | None = None, experiment: st
     choice is the assessment's ``choice`` metadata, else the choice whose span it was logged on, else 0.
     Counts: ``traces``, ``assessments``, ``accepted``, ``duplicate``, ``skipped`` and ``skipped.<reason>``.
     """
+    import mlflow
     from mlflow import MlflowClient
 
     experiment = experiment or default_experiment(model)
+    tracking_uri = tracking_uri or mlflow.get_tracking_uri()
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        raise ConfigError(f"experiment {experiment!r} does not exist at {client._tracking_client.tracking_uri}: "
-                          "nothing was mirrored there (see --experiment)")
+        raise ConfigError(f"experiment {experiment!r} does not exist at {tracking_uri}: nothing was mirrored there")
     filters = [f"tags.`{TAG_INTERACTION}` IS NOT NULL"]
     if model is not None:
         if "'" in model or "`" in model:
@@ -434,7 +463,7 @@ def sync_assessments(store: Any, tracking_uri: str | None = None, experiment: st
         token = page.token
         if not token:
             break
-    records = store.get_interactions(sorted({iid for iid, _, _ in pending}))
+    records = store.get_interactions(sorted({iid for iid, _, item in pending if not isinstance(item, str)}))
     events: list[FeedbackEvent] = []
     for iid, assessment, item in pending:
         reason = item if isinstance(item, str) else _check_target(item, assessment, records.get(iid))
