@@ -30,7 +30,7 @@ def agent_server(triage_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("agent-server")
     store = str(root / "store.db")
     server = PolicyServerProcess(triage_model_dir, root / "server.log", name="triage", store=store,
-                                 extra_args=["--max_tokens", "64", "--seed", "0"]).start()
+                                 extra_args=["--max_tokens", "64", "--seed", "0", "--traces", "off"]).start()
     yield server, store
     server.stop()
 
@@ -70,6 +70,48 @@ def test_the_openai_client_gets_tool_calls_and_every_one_is_stored(agent_server)
         assert record.request["tools"][0]["function"]["name"] == "route"
         assert record.choices[0]["tool_calls"][0]["name"] == "route"
         assert record.request["sampling"]["max_tokens"] == 40 and record.usage["prompt_tokens"] > 0
+
+
+def test_a_registered_agent_served_by_alias_logs_to_the_store_and_to_mlflow_traces(
+        tracking, triage_agent, start_server, tmp_path):
+    import mlflow
+
+    from rlops_plugin import flavor
+    from rlops_plugin.experience.traces import trace_id_of
+    from rlops_plugin.flavor.registry import set_alias
+
+    with mlflow.start_run():
+        flavor.log_model(triage_agent, registered_model_name="triage-agent")
+    set_alias("triage-agent", "champion", "1")
+    store_path = str(tmp_path / "store.db")
+    server = start_server("models:/triage-agent@champion", store=store_path, name="triage")
+    client = client_for(server)
+    answers = [client.chat.completions.create(model="triage", messages=[{"role": "user", "content": text}],
+                                              tools=TOOLS, max_tokens=40, user="traced")
+               for text, _ in tickets()[:4]]
+    assert all(a.choices[0].message.tool_calls for a in answers)
+    versions = {a.model_extra["rlops"]["policy_version"] for a in answers}
+    assert versions == {f"triage-agent/1@{triage_agent.bundle_sha[:12]}"}
+    with open_store(store_path) as store:
+        stored = store.get_interactions([a.model_extra["rlops"]["interaction_id"] for a in answers])
+    assert len(stored) == 4 and all(r.choices[0]["logprob"] < 0 for r in stored.values())
+    deadline = time.monotonic() + 60
+    traces = {}
+    while len(traces) < 4 and time.monotonic() < deadline:
+        for iid in stored:
+            try:
+                traces[iid] = mlflow.get_trace(trace_id_of(iid))
+            except mlflow.exceptions.MlflowException:
+                pass
+        traces = {k: v for k, v in traces.items() if v is not None}
+        time.sleep(0.5)
+    assert len(traces) == 4, f"{len(traces)} of 4 interactions mirrored as MLflow traces"
+    for iid, trace in traces.items():
+        tags = trace.info.tags
+        assert tags["rlops.interaction_id"] == iid and tags["rlops.policy_version"] in versions
+        assert tags["rlops.session_id"] == "traced"
+    status = httpx.get(f"{server.url}/rlops/v1/status", timeout=30).json()["models"][0]["trace_mirror"]
+    assert status["mirrored"] == 4 and status["dropped"] == 0
 
 
 def test_tool_results_sent_back_are_part_of_the_logged_transcript(agent_server):
@@ -184,7 +226,7 @@ def test_feedback_of_each_kind_is_stored_and_joined(agent_server):
 
 def test_kill_9_mid_burst_loses_no_acknowledged_interaction(start_server, triage_model_dir, tmp_path):
     store_path = str(tmp_path / "store.db")
-    server = start_server(triage_model_dir, store=store_path, name="triage")
+    server = start_server(triage_model_dir, store=store_path, name="triage", extra_args=["--traces", "off"])
     acked: list[str] = []
     stop = threading.Event()
 
@@ -218,7 +260,8 @@ def test_kill_9_mid_burst_loses_no_acknowledged_interaction(start_server, triage
 
 def test_a_generation_over_the_time_budget_answers_503_and_logs_nothing(start_server, triage_model_dir, tmp_path):
     store_path = str(tmp_path / "store.db")
-    server = start_server(triage_model_dir, store=store_path, name="triage", extra_args=["--time_budget_s", "0.001"])
+    server = start_server(triage_model_dir, store=store_path, name="triage",
+                          extra_args=["--time_budget_s", "0.001", "--traces", "off"])
     for _ in range(2):  # the server keeps serving after a timeout
         r = httpx.post(f"{server.url}/openai/v1/chat/completions", timeout=30,
                        json={"model": "triage", "messages": TICKET, "max_tokens": 64})
