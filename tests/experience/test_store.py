@@ -45,7 +45,8 @@ def test_round_trip(store_url):
         np.testing.assert_allclose(back.propensities, batch.propensities)
         np.testing.assert_allclose(back.probs, batch.probs)
         assert back.policies == ["m/1@abc"] and back.extra["steps"] == [0, 1, 2, 3, 4]
-        assert store.stats() == {"batches": 1, "decisions": 5, "interactions": 0, "feedback_events": 0, "feedback_duplicates": 0}
+        assert store.stats() == {"batches": 1, "decisions": 5, "interactions": 0, "feedback_events": 0,
+                                 "feedback_duplicates": 0}
 
 
 def test_box_actions_and_shadow_round_trip(tmp_path):
@@ -159,3 +160,36 @@ def test_decision_ids_parse():
     for bad in ("", "nodash", "abc-", "abc-x1"):
         with pytest.raises(InvalidObservationError, match="not of the form"):
             split_decision_id(bad)
+
+
+def make_interaction(session="s-1", n=2):
+    from rlops_plugin.experience.records import InteractionRecord
+
+    return InteractionRecord(
+        interaction_id=new_batch_id(), ts=time.time(), model="agent", policy_version="agent/1@abc",
+        endpoint="chat.completions", session_id=session,
+        request={"messages": [{"role": "user", "content": "héllo"}], "tools": [], "sampling": {"n": n}},
+        choices=[{"index": i, "content": f"answer {i}", "tool_calls": [], "logprob": -0.5 * i} for i in range(n)],
+        usage={"prompt_tokens": 3, "completion_tokens": 4}, latency_ms=1.5)
+
+
+def test_interactions_round_trip_sessions_and_append_only(store_url):
+    with open_store(store_url) as store:
+        first, second, other = make_interaction(), make_interaction(), make_interaction(session="s-2", n=1)
+        store.log_interactions([first, second])
+        import asyncio
+
+        asyncio.run(store.log_interactions_async([other]))
+        assert [r.interaction_id for _, r in store.iter_interactions(session_id="s-1")] == [
+            first.interaction_id, second.interaction_id]
+        back = store.get_interactions([second.interaction_id])[second.interaction_id]
+        assert back.to_json() == second.to_json() and back.choice_ids()[1] == f"{second.interaction_id}-1"
+        assert store.stats()["interactions"] == 3
+        index = store.batch_index()
+        assert index[first.interaction_id][1] == 2 and index["session:s-2"][1] == 1
+        assert set(store.session_index()) == {"s-1", "s-2"}
+        statuses = store.add_feedback([parse_feedback({"interaction_id": first.interaction_id, "choice": 1,
+                                                       "kind": "rating", "value": 1, "scale": "thumbs"})])
+        assert statuses == ["accepted"]
+        with pytest.raises(Exception, match="append-only"):
+            store._write_conn.execute("DELETE FROM interactions")
