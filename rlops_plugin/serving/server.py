@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> None:
     from kserve import ModelServer
 
     from rlops_plugin import plugins
+    from rlops_plugin.bundle.bundle import DEFAULT_KIND
     from rlops_plugin.experience.store import open_store
     from rlops_plugin.flavor.model import load_model_with_source
     from rlops_plugin.serving import app as rlops_app
@@ -92,6 +93,8 @@ def run(args: argparse.Namespace) -> None:
     try:
         champion = load_model_with_source(args.model_uri)
         kind = plugins.policy_kinds().get(champion.bundle.kind).value  # the kind owns its KServe model
+        if not hasattr(kind, "kserve_model"):  # default: the v1/v2 predictor over the kind's engine
+            kind = plugins.policy_kinds().get(DEFAULT_KIND).value
         model = kind.kserve_model(args.model_name, champion, store, args)
         if hasattr(model, "mirror"):
             mirror = _trace_mirror(args)
