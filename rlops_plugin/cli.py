@@ -86,16 +86,38 @@ def _print_summary(summary: dict[str, Any]) -> None:
     policy = summary["policy"]
     env = summary["env_spec"]
     reward = summary["reward_spec"]
-    table.add_row("policy", summary["hashes"]["policy"],
-                  f"{policy['architecture']} {json.dumps(policy['config'])}; obs "
-                  f"{policy['observation_space']['type']}{policy['observation_space'].get('shape', '')}, "
-                  f"actions {json.dumps(policy['action_space'])}")
-    table.add_row("env", summary["hashes"]["env"],
-                  f"{env.get('id') or env.get('entry_point')} kwargs={json.dumps(env['kwargs'])} "
-                  f"params={json.dumps(env['params'])} randomized={sorted(env['randomization'])}")
-    table.add_row("reward", summary["hashes"]["reward"],
-                  f"{reward['ref']} params={json.dumps(reward['params'])} source "
-                  f"{reward['source_file']} ({reward['source_sha256'][:12]})")
+    agent = policy.get("agent")
+    if agent is not None:  # an LLM agent: tools and system prompt; task environment; graders
+        ref = agent.get("system_prompt_ref")
+        prompt = (f"{ref['uri']} (sha256 {ref['sha256'][:12]})" if ref else
+                  json.dumps(agent["system_prompt"])[:60] if agent.get("system_prompt") else "none")
+        base = agent.get("base_model")
+        table.add_row("policy", summary["hashes"]["policy"],
+                      f"{policy['architecture']} agent"
+                      + (f" (LoRA over {base['uri']}, policy {base['policy_sha256'][:12]})" if base else "")
+                      + f"; tools {[t['function']['name'] for t in agent.get('tools') or []]}; "
+                      f"system prompt {prompt}; tool calls {agent['tool_call_format']}; "
+                      f"generation {json.dumps(agent.get('generation') or {})}; files {sorted(policy['files'])}")
+        user = env.get("simulated_user")
+        table.add_row("env", summary["hashes"]["env"],
+                      f"task env {env['name']}: tools "
+                      + ", ".join(f"{t['name']}={t['ref']} ({t['sha256'][:12]})" for t in env["tools"])
+                      + f"; {len(env['tasks'])} tasks; simulated user {user['ref'] if user else 'none'}")
+        table.add_row("reward", summary["hashes"]["reward"],
+                      "graders " + ", ".join(f"{g['name']}={g.get('ref') or g.get('model_uri')} ({g['type']}, "
+                                             f"weight {g['weight']})" for g in reward["graders"])
+                      + f"; combine {reward['combine']}")
+    else:
+        table.add_row("policy", summary["hashes"]["policy"],
+                      f"{policy['architecture']} {json.dumps(policy['config'])}; obs "
+                      f"{policy['observation_space']['type']}{policy['observation_space'].get('shape', '')}, "
+                      f"actions {json.dumps(policy['action_space'])}")
+        table.add_row("env", summary["hashes"]["env"],
+                      f"{env.get('id') or env.get('entry_point')} kwargs={json.dumps(env['kwargs'])} "
+                      f"params={json.dumps(env['params'])} randomized={sorted(env['randomization'])}")
+        table.add_row("reward", summary["hashes"]["reward"],
+                      f"{reward['ref']} params={json.dumps(reward['params'])} source "
+                      f"{reward['source_file']} ({reward['source_sha256'][:12]})")
     console.print(table)
     lineage = summary["lineage"] or {}
     if not lineage:
@@ -575,9 +597,11 @@ def demo(fast: bool, root: str, tracking_uri: str | None, store: str | None, mod
 
 def _attach_subcommands() -> None:
     """Commands defined next to their feature (light imports; heavy ones happen inside the command)."""
+    from rlops_plugin.experience.feedback_cli import feedback
     from rlops_plugin.monitoring.cli import monitor
 
     main.add_command(monitor)
+    main.add_command(feedback)
 
 
 _attach_subcommands()

@@ -13,13 +13,14 @@ import os
 import re
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rlops_plugin.bundle.hashing import sha256_file
 from rlops_plugin.errors import IntegrityError, UnsafeArtifactError
 
 _NAME_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _MAX_JSON_BYTES = 16 << 20
+_MAX_SAFETENSORS_HEADER = 100 << 20  # safetensors itself refuses larger headers
 
 
 def check_name(name: str) -> list[str]:
@@ -88,9 +89,31 @@ def sniff_safetensors(path: Path, name: str) -> bytes:
         header = data[8:8 + header_len].rstrip(b" ")  # safetensors pads its JSON header with spaces
         if 2 <= header_len <= len(data) - 8 and header[:1] == b"{" and header[-1:] == b"}":
             return data
-    if data[:2] == b"PK":
+    _refuse_non_safetensors(data[:2], name)
+
+
+def check_safetensors_header(path: Path, name: str) -> None:
+    """Refuse a file that is not safetensors, reading only its header (checkpoints can be gigabytes).
+
+    The same verdicts as :func:`sniff_safetensors`, for weights that a loader (transformers, peft) reads later.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        if len(head) == 8 and size >= 10:
+            (header_len,) = struct.unpack("<Q", head)
+            if 2 <= header_len <= min(size - 8, _MAX_SAFETENSORS_HEADER):
+                header = fh.read(header_len).rstrip(b" ")
+                if header[:1] == b"{" and header[-1:] == b"}":
+                    return
+    _refuse_non_safetensors(head[:2], name)
+
+
+def _refuse_non_safetensors(start: bytes, name: str) -> NoReturn:
+    """Name what a file that is not safetensors looks like (from its first two bytes)."""
+    if start[:2] == b"PK":
         kind = "a zip (torch.save) archive"
-    elif data[:1] == b"\x80" or data[:1] in (b"(", b"c", b"]", b"}"):
+    elif start[:1] == b"\x80" or start[:1] in (b"(", b"c", b"]", b"}"):
         kind = "a pickle"
     else:
         raise UnsafeArtifactError(f"{name}: not a safetensors file (bad header)")

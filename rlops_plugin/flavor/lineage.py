@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlops_plugin import plugins
 from rlops_plugin.bundle.bundle import PolicyBundle
+from rlops_plugin.errors import PluginError
 from rlops_plugin.flavor.refs import client
 
 TAG_BUNDLE_SHA = "rlops.bundle_sha"
@@ -28,17 +30,7 @@ def describe_version(bundle: PolicyBundle) -> str:
     """A paragraph for the registry UI: env, reward, policy, parent and data."""
     hashes = bundle.hashes()
     lineage = bundle.lineage
-    policy = bundle.policy.describe()
-    env = bundle.env_spec
-    reward = bundle.reward_spec
-    lines = [
-        f"Policy for environment **{env.name}** ({policy['architecture']} network, "
-        f"action space {policy['action_space']['type']}).",
-        f"Reward: `{reward.ref}` with params {dict(reward.params) or '{}'} "
-        f"(source sha256 {reward.source_sha256[:12]}).",
-    ]
-    if env.params or env.randomization:
-        lines.append(f"Env parameters {dict(env.params)}, randomized {sorted(env.randomization)}.")
+    lines = _part_lines(bundle)
     if lineage.get("parent_version"):
         lines.append(f"Trained from version {lineage['parent_version']} "
                      f"(bundle {str(lineage.get('parent_bundle_sha', ''))[:12]}) by trainer "
@@ -53,6 +45,33 @@ def describe_version(bundle: PolicyBundle) -> str:
         lines.append(f"Simulator calibrated from production logs: {calibration_label(lineage['calibration'])}.")
     lines.append(f"Bundle sha256 {hashes['bundle']}.")
     return "\n\n".join(lines)
+
+
+def _part_lines(bundle: PolicyBundle) -> list[str]:
+    """What the three parts are: the kind's own words (``describe_version(bundle)``), else a network's."""
+    kind = _registered_kind(bundle.kind)
+    if kind is not None and callable(getattr(kind, "describe_version", None)):
+        return list(kind.describe_version(bundle))
+    policy = bundle.policy.describe()
+    env = bundle.env_spec
+    reward = bundle.reward_spec
+    lines = [
+        f"Policy for environment **{env.name}** ({policy['architecture']} network, "
+        f"action space {policy['action_space']['type']}).",
+        f"Reward: `{reward.ref}` with params {dict(reward.params) or '{}'} "
+        f"(source sha256 {reward.source_sha256[:12]}).",
+    ]
+    if env.params or env.randomization:
+        lines.append(f"Env parameters {dict(env.params)}, randomized {sorted(env.randomization)}.")
+    return lines
+
+
+def _registered_kind(name: str) -> Any:
+    """The registered policy kind ``name``, or ``None`` (a description never fails on a plugin lookup)."""
+    try:
+        return plugins.policy_kinds().get(name).value
+    except PluginError:
+        return None
 
 
 def trainer_label(lineage: Any) -> str:

@@ -69,6 +69,7 @@ class PolicyKind(Protocol):
     """One kind of policy (``vector``: torch networks over flat observations; ``agent``: LLM agents; ...).
 
     Optional attributes: ``kserve_model`` (default: the v1/v2 ``PolicyModel`` over the kind's ``engine``),
+    ``describe_version(bundle) -> list[str]`` (the paragraphs the registry's version description opens with),
     ``policy_prefix`` (a folder such as ``policy/model/`` whose every file, each
     hashed in the manifest, belongs to the policy part) and ``spec_classes`` (the classes of its env and
     reward parts, default ``(EnvSpec, RewardSpec)``).

@@ -8,6 +8,7 @@ whose template hash is recorded and checked again when the agent is served.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,8 @@ from rlops_plugin.errors import ConfigError, UnsafeArtifactError
 from rlops_plugin.kinds.agent.policy import AgentPolicy, model_file_allowed
 from rlops_plugin.kinds.agent.specs import GraderSpec, TaskEnvSpec
 
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+"""``runs:/``, ``models:/``, ``s3://``...: a model URI for MLflow to download; anything else is a local directory."""
 _UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".py", ".msgpack", ".h5")
 
 
@@ -45,7 +48,8 @@ def agent_policy(source: str | Path, *, system_prompt: str | None = None, system
                  generation: Mapping[str, Any] | None = None, base_model: Mapping[str, Any] | None = None
                  ) -> AgentPolicy:
     """An :class:`AgentPolicy` from a checkpoint directory or an MLflow ``transformers`` model URI."""
-    directory = Path(source) if Path(str(source)).is_dir() else _from_mlflow_transformers(str(source))
+    uri = isinstance(source, str) and _URI.match(source) is not None
+    directory = _from_mlflow_transformers(source) if uri else Path(source)
     agent: dict[str, Any] = {"tools": [dict(t) for t in tools or []], "tool_call_format": tool_call_format,
                              "generation": dict(generation or {})}
     if system_prompt is not None:

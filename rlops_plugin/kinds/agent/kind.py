@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rlops_plugin.bundle.hashing import canonical_json
+from rlops_plugin.bundle.hashing import canonical_json, sha256_bytes
 from rlops_plugin.bundle.storage import read_json
-from rlops_plugin.errors import ConfigError
+from rlops_plugin.errors import ConfigError, IntegrityError
 from rlops_plugin.kinds.agent.policy import AGENT_FILE, AGENT_KIND, MODEL_PREFIX, AgentPolicy
 from rlops_plugin.kinds.agent.specs import GraderSpec, TaskEnvSpec
 
@@ -29,17 +29,53 @@ class AgentKind:
     spec_classes = (TaskEnvSpec, GraderSpec)
 
     def save_policy(self, policy: AgentPolicy) -> dict[str, bytes]:
-        """``agent.json`` as canonical JSON and the checkpoint files as they are (JSON, safetensors)."""
-        return {AGENT_FILE: canonical_json(policy.agent),
-                **{MODEL_PREFIX + name: path.read_bytes() for name, path in policy.files.items()}}
+        """``agent.json`` as canonical JSON and the checkpoint files as they are (JSON, safetensors).
+
+        Each file must still hash as when the policy was made: the policy hash recorded in the manifest
+        covers those hashes, so a file changed since would make a bundle that never loads.
+        """
+        files, recorded = {}, policy.describe()["files"]
+        for name, path in policy.files.items():
+            data = path.read_bytes()
+            if sha256_bytes(data) != recorded[name]:
+                raise IntegrityError(f"{MODEL_PREFIX}{name}: {path} changed on disk since the policy was made; "
+                                     "create the policy again from the checkpoint")
+            files[MODEL_PREFIX + name] = data
+        return {AGENT_FILE: canonical_json(policy.agent), **files}
 
     def load_policy(self, paths: Mapping[str, Path]) -> AgentPolicy:
-        """The agent policy over the verified files (the model itself loads on first use)."""
+        """The agent policy over the verified files (the model itself loads on first use).
+
+        transformers reads a checkpoint *directory*, not a file list, so a file the manifest does not
+        list may not lie beside the listed ones.
+        """
         files = {name[len(MODEL_PREFIX):]: path for name, path in paths.items() if name.startswith(MODEL_PREFIX)}
         for name in files:
             if "/" in name:
                 raise ConfigError(f"{MODEL_PREFIX}{name}: checkpoint files lie directly under {MODEL_PREFIX}")
+        for directory in {path.parent for path in files.values()}:
+            extra = sorted(entry.name for entry in directory.iterdir() if entry.name not in files)
+            if extra:
+                raise IntegrityError(f"{MODEL_PREFIX}{extra[0]}: in the bundle directory but not in its manifest "
+                                     f"(unlisted: {extra}); transformers would read it, so the bundle is refused")
         return AgentPolicy(files, read_json(paths[AGENT_FILE], AGENT_FILE))
+
+    def describe_version(self, bundle: Any) -> list[str]:
+        """The registry description's opening sentences: the agent, its task environment and its graders."""
+        policy, env, graders = bundle.policy, bundle.env_spec, bundle.reward_spec
+        tools = ", ".join(t["function"]["name"] for t in policy.tools) or "no tools"
+        ref = policy.agent.get("system_prompt_ref")
+        prompt = (f"system prompt {ref['uri']}" if ref else
+                  "inline system prompt" if policy.agent.get("system_prompt") else "no system prompt")
+        base = policy.agent.get("base_model")
+        weights = f"LoRA adapter over {base['uri']}" if base else policy.architecture
+        scores = ", ".join(f"{g['name']} ({g['type']}, weight {g['weight']:g})" for g in graders.graders)
+        lines = [f"Agent for task environment **{env.name}** ({weights}, tools {tools}; {prompt}; "
+                 f"{len(env.tasks)} tasks).",
+                 f"Graders: {scores}; combined by {graders.combine} (source sha256 {graders.source_sha256[:12]})."]
+        if env.params or env.randomization:
+            lines.append(f"Env parameters {dict(env.params)}, randomized {sorted(env.randomization)}.")
+        return lines
 
     def engine(self, model_name: str, champion: Any, challenger: Any, exploration: Any, routing: Any,
                seed: int | None = None) -> Any:

@@ -11,7 +11,9 @@ the model loads with ``trust_remote_code=False``: nothing is unpickled and no do
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rlops_plugin.bundle.hashing import check_finite_json, sha256_file, sha256_json
-from rlops_plugin.bundle.storage import read_json
+from rlops_plugin.bundle.storage import check_safetensors_header, read_json
 from rlops_plugin.bundle.strict import check_keys
 from rlops_plugin.errors import ConfigError, IntegrityError, UnsafeArtifactError
 
@@ -83,14 +85,18 @@ class AgentPolicy:
                 if isinstance(data, dict) and "auto_map" in data:
                     raise UnsafeArtifactError(f"{MODEL_PREFIX}{name}: names remote code (auto_map); "
                                               "trust_remote_code is refused")
+        for name, path in self.files.items():
+            if name.endswith(".safetensors"):
+                check_safetensors_header(path, MODEL_PREFIX + name)
         self._file_hashes = {name: sha256_file(path) for name, path in self.files.items()}
         self._lock = threading.Lock()
         self._loaded: tuple[Any, Any] | None = None
+        self._staging: tempfile.TemporaryDirectory[str] | None = None
 
     # ----- description ----------------------------------------------------------------
     @property
     def architecture(self) -> str:
-        """The transformers ``model_type`` (``llama``, ...), or ``lora:<base type>`` for an adapter."""
+        """The transformers ``model_type`` (``llama``, ...), or ``lora`` for an adapter (see ``agent.base_model``)."""
         if self.adapter:
             return "lora"
         return str(read_json(self.files["config.json"], MODEL_PREFIX + "config.json").get("model_type", "unknown"))
@@ -136,17 +142,39 @@ class AgentPolicy:
             raise ConfigError(f"agent checkpoint files lie in several directories: {sorted(map(str, dirs))}")
         return dirs.pop()
 
+    def verify_files(self) -> None:
+        """Re-hash every checkpoint file against the hash taken when the policy was made (or loaded)."""
+        for name, path in self.files.items():
+            if sha256_file(path) != self._file_hashes[name]:
+                raise IntegrityError(f"{MODEL_PREFIX}{name}: changed on disk since it was verified ({path})")
+
     def load(self, base_model: Any = None) -> tuple[Any, Any]:
         """``(model, tokenizer)``, loaded once from the verified files (re-hashed first: no TOCTOU window)."""
         with self._lock:
             if self._loaded is None:
-                for name, path in self.files.items():
-                    if sha256_file(path) != self._file_hashes[name]:
-                        raise IntegrityError(f"{MODEL_PREFIX}{name}: changed on disk since it was verified")
-                self._loaded = (self._load_model(base_model), self._load_tokenizer())
+                self.verify_files()
+                directory = self._load_dir()
+                self._loaded = (self._load_model(base_model, directory), self._load_tokenizer(directory))
             return self._loaded
 
-    def _load_model(self, base_model: Any) -> Any:
+    def _load_dir(self) -> Path:
+        """A directory holding exactly the verified files, for loaders that read whole directories.
+
+        transformers reads whatever a checkpoint directory holds (measured with 5.24: an unlisted
+        ``adapter_config.json`` makes it apply adapter weights to a full model, an ``added_tokens.json`` adds
+        tokens): when the source directory holds files the policy left out (a README, other tokenizer files),
+        links to the listed files are staged in a private directory instead.
+        """
+        directory = self.model_dir
+        if {path.name for path in directory.iterdir()} == set(self.files):
+            return directory
+        self._staging = tempfile.TemporaryDirectory(prefix="rlops-agent-")
+        staged = Path(self._staging.name)
+        for name, path in self.files.items():
+            os.symlink(path.resolve(), staged / name)
+        return staged
+
+    def _load_model(self, base_model: Any, directory: Path) -> Any:
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -155,9 +183,9 @@ class AgentPolicy:
 
             if base_model is None:
                 base_model = self._verified_base().load()[0]
-            model = PeftModel.from_pretrained(base_model, str(self.model_dir), is_trainable=False)
+            model = PeftModel.from_pretrained(base_model, str(directory), is_trainable=False)
         else:
-            model = AutoModelForCausalLM.from_pretrained(str(self.model_dir), local_files_only=True,
+            model = AutoModelForCausalLM.from_pretrained(str(directory), local_files_only=True,
                                                          trust_remote_code=False, use_safetensors=True,
                                                          dtype=torch.float32)
         model.eval()
@@ -176,10 +204,10 @@ class AgentPolicy:
                                  f"the recorded {str(ref['policy_sha256'])[:12]}...")
         return base
 
-    def _load_tokenizer(self) -> Any:
+    def _load_tokenizer(self, directory: Path) -> Any:
         from transformers import PreTrainedTokenizerFast
 
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(self.model_dir), local_files_only=True)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(directory), local_files_only=True)
         if tokenizer.eos_token_id is None:
             raise ConfigError(f"{MODEL_PREFIX}tokenizer: no eos token; generation could not stop")
         if not tokenizer.chat_template:
@@ -268,7 +296,8 @@ class AgentPolicy:
             max_new_tokens=max_new_tokens, do_sample=sample, num_return_sequences=n if sample else 1,
             top_k=0 if sample else None,
             temperature=temperature if sample else None, top_p=top_p if sample else None,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id,
             bos_token_id=tokenizer.bos_token_id, output_scores=True, output_logits=True, return_dict_in_generate=True)
         input_ids = torch.tensor([list(prompt_ids)])
         with self._lock, torch.inference_mode():
