@@ -85,6 +85,7 @@ class AgentModel(OpenAIGenerativeModel):
         self.timeouts = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlops-generate")
         self._system_prompt: str | None = None
+        self._valid_schemas: set[str] = set()
 
     def load(self) -> bool:
         """Load the checkpoint (hashes re-checked) and the system prompt; then mark ready."""
@@ -229,11 +230,15 @@ class AgentModel(OpenAIGenerativeModel):
             if tool.get("type", "function") != "function" or not isinstance(name, str) or not name:
                 raise InvalidObservationError(f"tools[{i}]: a function tool with a name")
             parameters = function.get("parameters") or {"type": "object"}
-            try:
-                validator_for(parameters).check_schema(parameters)
-            except SchemaError as exc:
-                raise InvalidObservationError(f"tools[{i}].function.parameters: not a valid JSON Schema "
-                                              f"({exc.message})") from None
+            key = json.dumps(parameters, sort_keys=True)
+            if key not in self._valid_schemas:  # clients send the same few schemas on every request
+                try:
+                    validator_for(parameters).check_schema(parameters)
+                except SchemaError as exc:
+                    raise InvalidObservationError(f"tools[{i}].function.parameters: not a valid JSON Schema "
+                                                  f"({exc.message})") from None
+                if len(self._valid_schemas) < 1024:
+                    self._valid_schemas.add(key)
             out.append({"type": "function", "function": {**function, "parameters": parameters}})
         return out
 

@@ -149,7 +149,14 @@ class AgentPolicy:
                 raise IntegrityError(f"{MODEL_PREFIX}{name}: changed on disk since it was verified ({path})")
 
     def load(self, base_model: Any = None) -> tuple[Any, Any]:
-        """``(model, tokenizer)``, loaded once from the verified files (re-hashed first: no TOCTOU window)."""
+        """``(model, tokenizer)``, loaded once from the verified files (re-hashed first: no TOCTOU window).
+
+        Once loaded it returns without the lock, which ``generate`` holds for a whole generation: the
+        server's event loop renders and decodes through here and must not wait on a running generation.
+        """
+        loaded = self._loaded
+        if loaded is not None:
+            return loaded
         with self._lock:
             if self._loaded is None:
                 self.verify_files()
