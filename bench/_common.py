@@ -32,3 +32,22 @@ def machine() -> dict[str, Any]:
 def emit(result: dict[str, Any]) -> None:
     """Print the result as JSON (the benchmark's only stdout)."""
     print(json.dumps(result, indent=2, sort_keys=True))
+
+
+def serve_on_localhost(model: Any, port: int) -> None:
+    """Serve a ``kserve`` model with KServe's own REST server on 127.0.0.1 (a bench peer: one worker, no gRPC)."""
+    import logging
+
+    import kserve
+    from kserve.protocol.rest.server import RESTServer
+
+    logging.basicConfig(level=logging.WARNING)
+    server = kserve.ModelServer(http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False)
+    server._register_and_check_atleast_one_model_is_ready([model])
+    rest = RESTServer("kserve.model_server:app", server.dataplane, server.model_repository_extension, port,
+                      workers=1)
+    rest.config.host = "127.0.0.1"
+    rest.create_application()
+    for name in ("uvicorn.access", "kserve.trace"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    rest._server.run()

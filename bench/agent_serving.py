@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, machine  # noqa: E402
+from _common import emit, machine, serve_on_localhost  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MODEL_NAME = "triage"
@@ -62,17 +62,14 @@ THROUGHPUT_TARGET = 0.95
 def peer_main(model_dir: str, port: int, name: str) -> None:
     """Serve ``model_dir`` with a bare ``OpenAIGenerativeModel`` on 127.0.0.1:``port`` until SIGTERM."""
     import asyncio
-    import logging
     import uuid
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
 
     sys.argv = sys.argv[:1]  # kserve.model_server parses sys.argv at import
-    import kserve
     from kserve.protocol.rest.openai import OpenAIGenerativeModel
     from kserve.protocol.rest.openai.types import ChatCompletion, ChatCompletionChoice, ChatMessage, UsageInfo
-    from kserve.protocol.rest.server import RESTServer
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     torch.set_num_threads(1)
@@ -125,16 +122,7 @@ def peer_main(model_dir: str, port: int, name: str) -> None:
 
     model = BareGenerator(name)
     model.load()
-    logging.basicConfig(level=logging.WARNING)
-    server = kserve.ModelServer(http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False)
-    server._register_and_check_atleast_one_model_is_ready([model])
-    rest = RESTServer("kserve.model_server:app", server.dataplane, server.model_repository_extension, port,
-                      workers=1)
-    rest.config.host = "127.0.0.1"
-    rest.create_application()
-    for logger_name in ("uvicorn.access", "kserve.trace"):
-        logging.getLogger(logger_name).setLevel(logging.WARNING)
-    rest._server.run()
+    serve_on_localhost(model, port)
 
 
 # ----- the driver ------------------------------------------------------------------------------------

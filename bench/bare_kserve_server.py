@@ -8,11 +8,11 @@ adds: validation, exploration, propensities, decision ids and durable logging).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 import numpy as np
 import torch
+from _common import serve_on_localhost  # the bench folder is on sys.path when run as a script
 
 
 def main() -> None:
@@ -22,7 +22,6 @@ def main() -> None:
     args = parser.parse_args()
     sys.argv = sys.argv[:1]
     import kserve
-    from kserve.protocol.rest.server import RESTServer
 
     from rlops_plugin.flavor import load_local_model
 
@@ -42,16 +41,7 @@ def main() -> None:
 
     model = BarePolicy("policy")
     model.load()
-    logging.basicConfig(level=logging.WARNING)
-    server = kserve.ModelServer(http_port=args.port, enable_grpc=False, workers=1, enable_latency_logging=False)
-    server._register_and_check_atleast_one_model_is_ready([model])
-    rest = RESTServer("kserve.model_server:app", server.dataplane, server.model_repository_extension, args.port,
-                      workers=1)
-    rest.config.host = "127.0.0.1"
-    rest.create_application()
-    for name in ("uvicorn.access", "kserve.trace"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    rest._server.run()
+    serve_on_localhost(model, args.port)
 
 
 if __name__ == "__main__":
