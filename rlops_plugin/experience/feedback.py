@@ -27,6 +27,8 @@ from rlops_plugin.experience.records import (
 
 _FIELDS = {"decision_id", "interaction_id", "choice", "session_id", "kind", "value", "action", "response", "text",
            "scale", "rater", "payload", "idempotency_key", "timestamp"}
+_AGENT_FIELDS = ("response", "text", "scale", "rater")
+_AGENT_KINDS = ("comment",)
 MAX_KEY_LENGTH = 200
 MAX_TEXT_LENGTH = 100_000
 THUMBS = "thumbs"
@@ -46,6 +48,17 @@ def parse_feedback(item: Any, where: str = "feedback", idempotency_key: str | No
     kind = item.get("kind", "reward")
     if kind not in FEEDBACK_KINDS:
         raise InvalidObservationError(f"{where}.kind: {kind!r} is not one of {list(FEEDBACK_KINDS)}")
+    agent = item.get("decision_id") is None  # an agent's answer (interaction_id) or conversation (session_id)
+    if not agent:
+        used = [name for name in _AGENT_FIELDS if item.get(name) is not None]
+        if kind in _AGENT_KINDS or used:
+            raise InvalidObservationError(f"{where}.{used[0] if used else 'kind'}: "
+                                          f"{'kind ' + repr(kind) if not used else repr(used[0])} is for agent "
+                                          "interactions (name interaction_id or session_id); a decision takes "
+                                          "reward, rating, correction (action) or outcome (payload)")
+        if kind == "outcome" and item.get("value") is not None:
+            raise InvalidObservationError(f"{where}.value: not used for kind 'outcome' of a decision; put data "
+                                          "in 'payload'")
     payload = item.get("payload")
     if payload is not None and not isinstance(payload, Mapping):
         raise InvalidObservationError(f"{where}.payload: must be a JSON object")
@@ -85,8 +98,11 @@ def parse_feedback(item: Any, where: str = "feedback", idempotency_key: str | No
     event_ts = _parse_timestamp(item.get("timestamp"), f"{where}.timestamp", received)
     key = item.get("idempotency_key", idempotency_key)
     if key is None:
-        key = "sha256:" + sha256_json({"decision_id": decision, "kind": kind, "value": value,
-                                       "action": action, "payload": payload or None})
+        content = {"decision_id": decision, "kind": kind, "value": value, "action": action,
+                   "payload": item.get("payload")}  # a decision's event hashes exactly as before agents existed
+        if agent:
+            content["agent"] = {name: item.get(name) for name in (*_AGENT_FIELDS, "choice")}
+        key = "sha256:" + sha256_json(content)
     if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
         raise InvalidObservationError(f"{where}.idempotency_key: non-empty string up to {MAX_KEY_LENGTH} chars")
     return FeedbackEvent(decision_id=decision, kind=kind, idempotency_key=key, value=value,

@@ -49,15 +49,15 @@ def join_interactions(store: ExperienceStore, config: JoinConfig | None = None, 
     events = classify_events(store, config, now)
     counts = {status: int((events["status"] == status).sum()) for status in STATUSES}
     counts["duplicates"] = store.stats()["feedback_duplicates"]
-    joined = events[events["status"] == "joined"].sort_values("event_ts")
+    joined = events[events["status"] == "joined"].sort_values(["event_ts", "seq"], kind="stable")
     by_choice = joined[joined["decision_id"].isin(set(frame["decision_id"]))]
-    latest_rating = by_choice[by_choice["kind"] == "rating"].groupby("decision_id").last()
+    latest_rating = _latest(by_choice, "rating")
     frame["rating"] = frame["decision_id"].map(latest_rating["value"]) if len(latest_rating) else None
     frame["rating_scale"] = frame["decision_id"].map(
         latest_rating["payload"].map(lambda p: (p or {}).get("scale"))) if len(latest_rating) else None
     frame["rater"] = frame["decision_id"].map(
         latest_rating["payload"].map(lambda p: (p or {}).get("rater"))) if len(latest_rating) else None
-    corrections = by_choice[by_choice["kind"] == "correction"].groupby("decision_id")["payload"].last()
+    corrections = _latest(by_choice, "correction")["payload"]
     frame["correction"] = frame["decision_id"].map(
         corrections.map(lambda p: (p or {}).get("response"))) if len(corrections) else None
     frame["outcome"] = _outcomes(frame, joined)
@@ -67,6 +67,12 @@ def join_interactions(store: ExperienceStore, config: JoinConfig | None = None, 
     late = set(events[events["status"] == "late"]["decision_id"])
     frame["late_feedback"] = frame["decision_id"].isin(late)
     return JoinResult(decisions=frame, events=events, counts=counts)
+
+
+def _latest(events: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Per decision id, the whole latest event of ``kind`` (value, scale and rater from one event)."""
+    rows = events[events["kind"] == kind].drop_duplicates("decision_id", keep="last")
+    return rows.set_index("decision_id")
 
 
 def _outcomes(frame: pd.DataFrame, joined: pd.DataFrame) -> pd.Series:

@@ -450,8 +450,23 @@ def _batch_row(b: DecisionBatch) -> tuple[Any, ...]:
 
 
 def _interaction_row(r: InteractionRecord) -> tuple[Any, ...]:
-    return (r.interaction_id, float(r.ts), r.model, r.session_id, r.policy_version, r.n,
-            orjson.dumps(r.to_json(), option=orjson.OPT_SERIALIZE_NUMPY).decode())
+    try:
+        record = orjson.dumps(r.to_json(), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    except TypeError:  # an integer beyond 64 bits (a client's metadata, a model-written argument): kept as text
+        record = orjson.dumps(_big_ints_as_text(r.to_json()), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    return (r.interaction_id, float(r.ts), r.model, r.session_id, r.policy_version, r.n, record)
+
+
+def _big_ints_as_text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not -(1 << 63) <= value < (1 << 64):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _big_ints_as_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_big_ints_as_text(v) for v in value]
+    return value
 
 
 def _row_batch(row: Sequence[Any]) -> DecisionBatch:

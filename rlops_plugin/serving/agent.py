@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+from jinja2 import TemplateError
 from kserve.protocol.rest.openai import OpenAIGenerativeModel
 from kserve.protocol.rest.openai.errors import create_error_response
 from kserve.protocol.rest.openai.types import (
@@ -144,11 +145,16 @@ class AgentModel(OpenAIGenerativeModel):
         session = metadata.get("session_id") or headers.get(SESSION_HEADER) or getattr(request, "user", None)
         if session is not None and (not isinstance(session, str) or len(session) > 200):
             raise InvalidObservationError("metadata.session_id: a string up to 200 characters")
+        _refuse_unsupported(request)
         if chat:
             messages = self._messages(request.messages)
             tools = self._tools(request.tools)
             tool_choice, prefix = self._tool_choice(request.tool_choice, tools)
-            prompt_ids = self.policy.render(messages, tools, prefix)
+            try:
+                prompt_ids = self.policy.render(messages, tools, prefix)
+            except (TemplateError, ValueError, TypeError) as exc:  # e.g. a template's raise_exception on role order
+                raise InvalidObservationError(f"messages: the model's chat template refused the transcript "
+                                              f"({exc})") from None
             prompt = None
         else:
             prompt = request.prompt
@@ -348,6 +354,21 @@ class AgentModel(OpenAIGenerativeModel):
             choices.append(ChatCompletionChoice(index=c["index"], message=message, finish_reason=c["finish_reason"]))
         return ChatCompletion(id=f"chatcmpl-{record.interaction_id}", created=created, model=self.name,
                               choices=choices, usage=usage, rlops=rlops)
+
+
+_UNSUPPORTED = ("stop", "logit_bias", "response_format", "presence_penalty", "frequency_penalty", "logprobs",
+                "top_logprobs", "echo", "suffix", "best_of", "use_beam_search", "top_k", "min_p",
+                "repetition_penalty", "stop_token_ids", "min_tokens", "ignore_eos", "prompt_logprobs",
+                "structured_outputs", "allowed_token_ids", "bad_words")
+
+
+def _refuse_unsupported(request: Any) -> None:
+    """A 400 for a sampling or output option this server would otherwise ignore (the log must say what ran)."""
+    fields = request.__dict__
+    for name in _UNSUPPORTED:
+        if name in request.model_fields_set and fields.get(name) not in (None, False, 0, [], {}, ""):
+            raise InvalidObservationError(f"{name}: not supported by the rlops agent server (supported: tools, "
+                                          "tool_choice, n, temperature, top_p, max_tokens, seed, user, metadata)")
 
 
 def _text(content: Any, where: str) -> str | None:

@@ -161,6 +161,8 @@ def test_text_completions_are_logged_too(agent_server):
     ({"messages": TICKET, "n": 100}, "n"),
     ({"messages": TICKET, "temperature": 5}, "temperature"),
     ({"messages": TICKET, "stream": True}, "stream"),
+    ({"messages": TICKET, "stop": ["route"]}, "stop"),
+    ({"messages": TICKET, "response_format": {"type": "json_object"}}, "response_format"),
 ])
 def test_bad_requests_get_400_naming_the_field(agent_server, body, field):
     server, store_path = agent_server
@@ -310,6 +312,28 @@ def test_the_tool_call_guard_vetoes_substitutes_and_logs(triage_agent, tmp_path)
     assert record.choices[0]["proposed"]["tool_calls"][0]["arguments"] == {"queue": "billing"}
     assert model.status()["guard_vetoes"] == 1
     store.close()
+
+
+def test_a_chat_template_that_refuses_the_transcript_is_a_400(triage_agent, tmp_path):
+    from kserve.protocol.rest.openai.types import ChatCompletionRequest
+
+    from rlops_plugin.flavor.model import LoadedModel
+    from rlops_plugin.serving.agent import AgentModel
+
+    model = AgentModel("triage", LoadedModel(triage_agent, "in-memory"))
+    model.load()
+    _, tokenizer = triage_agent.policy.load()
+    saved = tokenizer.chat_template
+    tokenizer.chat_template = ("{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversations must "
+                               "start with a user message') }}{% endif %}" + saved)
+    try:
+        request = ChatCompletionRequest(model="triage", messages=[{"role": "assistant", "content": "hi"}],
+                                        max_tokens=8)
+        answer = asyncio.run(model.create_chat_completion(request))
+    finally:
+        tokenizer.chat_template = saved
+    assert answer.error.code == "400" and answer.error.param == "messages"
+    assert "Conversations must start with a user message" in answer.error.message
 
 
 def test_feedback_for_interactions_parses_like_decisions():

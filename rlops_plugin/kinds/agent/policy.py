@@ -149,7 +149,7 @@ class AgentPolicy:
                 raise IntegrityError(f"{MODEL_PREFIX}{name}: changed on disk since it was verified ({path})")
 
     def load(self, base_model: Any = None) -> tuple[Any, Any]:
-        """``(model, tokenizer)``, loaded once from the verified files (re-hashed first: no TOCTOU window).
+        """``(model, tokenizer)``, loaded once from the verified files (re-hashed just before loading).
 
         Once loaded it returns without the lock, which ``generate`` holds for a whole generation: the
         server's event loop renders and decodes through here and must not wait on a running generation.
@@ -298,12 +298,15 @@ class AgentPolicy:
                 hit = deadline is not None and time.monotonic() > deadline
                 return torch.full((input_ids.shape[0],), hit, dtype=torch.bool)
 
+        stops = {tokenizer.eos_token_id}  # and the end-of-turn tokens the checkpoint's generation config lists
+        listed = getattr(model.generation_config, "eos_token_id", None)
+        stops.update(listed if isinstance(listed, list) else [] if listed is None else [listed])
         sample = temperature > 0
         config = GenerationConfig(
             max_new_tokens=max_new_tokens, do_sample=sample, num_return_sequences=n if sample else 1,
             top_k=0 if sample else None,
             temperature=temperature if sample else None, top_p=top_p if sample else None,
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=sorted(stops),
             pad_token_id=tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id,
             bos_token_id=tokenizer.bos_token_id, output_scores=True, output_logits=True, return_dict_in_generate=True)
         input_ids = torch.tensor([list(prompt_ids)])
@@ -319,8 +322,9 @@ class AgentPolicy:
         for row in range(out.sequences.shape[0]):
             tokens = out.sequences[row, input_ids.shape[1]:].tolist()
             length = len(tokens)
-            if tokenizer.eos_token_id in tokens:
-                length = tokens.index(tokenizer.eos_token_id) + 1
+            ends = [i for i, token in enumerate(tokens) if token in stops]
+            if ends:
+                length = ends[0] + 1
                 reason = "stop"
             else:
                 reason = "timeout" if timed_out else "length"
