@@ -20,9 +20,9 @@ sampling ratio and ``mlflow.tracing.disable()``, and hands spans to its own asyn
 when full (``MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE``, a warning at most every 30 s) and logs failures
 without telling the caller. Through it the mirror's bound and counts would mean nothing. Writing the trace
 with a :class:`~mlflow.tracing.client.TracingClient` of its own tracking URI (``log_spans`` then
-``start_trace``, two requests per trace whatever its size) makes ``mirrored`` mean stored and ``failed`` mean
-lost. Trace and span ids are derived from the interaction id, so writing an interaction twice updates one
-trace, and ``trace_id_of(interaction_id)`` names its trace without a search.
+``start_trace``; the spans of a backlog share one ``log_spans`` request) makes ``mirrored`` mean stored
+and ``failed`` mean lost. Trace and span ids are derived from the interaction id, so writing an
+interaction twice updates one trace, and ``trace_id_of(interaction_id)`` names its trace without a search.
 
 :func:`sync_assessments` reads the assessments reviewers added to mirrored traces (in the MLflow UI, or with
 ``mlflow.log_feedback`` / ``mlflow.log_expectation``) and stores them as feedback events, idempotently by
@@ -56,6 +56,8 @@ DEFAULT_MAX_QUEUE = 1000
 MLflow server absorbs; beyond it the mirror drops, because the experience store, not MLflow, is the log."""
 DEFAULT_CLOSE_TIMEOUT_S = 30.0
 FAILURE_LOG_INTERVAL_S = 30.0
+MAX_BATCH = 32
+"""Most interactions whose spans share one ``log_spans`` request (what queued up while the last batch was written)."""
 """A failing MLflow server logs one warning per interval (with the count), not one per interaction."""
 TAG_INTERACTION, TAG_SESSION, TAG_POLICY, TAG_MODEL = ("rlops.interaction_id", "rlops.session_id",
                                                       "rlops.policy_version", "rlops.model")
@@ -141,40 +143,59 @@ class TraceMirror:
 
     # ----- the worker ------------------------------------------------------------------
     def _run(self) -> None:
-        """Write queued interactions until closed and drained."""
+        """Write queued interactions until closed and drained, up to ``MAX_BATCH`` per round trip."""
         client = None
         while True:
             try:
-                record = self._queue.get(timeout=0.1)
+                batch = [self._queue.get(timeout=0.1)]
             except queue.Empty:
                 if self._closing.is_set() and self._queue.empty():
                     return
                 continue
+            while len(batch) < MAX_BATCH:  # what queued up meanwhile shares one log_spans request
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
                 if client is None:
                     from mlflow.tracing.client import TracingClient
 
                     client = TracingClient(self.tracking_uri)
-                self._write(client, record)
+                self._write(client, batch)
             except Exception as exc:  # noqa: BLE001 - anything MLflow or the network raises: counted, logged
-                self._record_failure(record, exc)
-            else:
-                with self._lock:
-                    self._mirrored += 1
+                for record in batch:
+                    self._record_failure(record, exc)
 
-    def _write(self, client: Any, record: InteractionRecord) -> None:
-        """Write one interaction as one trace: its spans, then its trace info (the order MLflow's exporter uses)."""
+    def _write(self, client: Any, records: list[InteractionRecord]) -> None:
+        """Write interactions as traces: all their spans in one request, then each trace's info.
+
+        MLflow's span ingestion groups spans by trace, so one ``log_spans`` carries a whole batch; the
+        trace infos (tags, session metadata) follow one request each, the order MLflow's exporter uses.
+        """
         from mlflow.entities import TraceData
 
         experiment_id = self._experiment_id or self._resolve_experiment()
-        info, spans = build_trace(record, experiment_id)
+        built = [build_trace(record, experiment_id) for record in records]
         try:
-            client.log_spans(experiment_id, spans)
+            client.log_spans(experiment_id, [span for _, spans in built for span in spans])
         except NotImplementedError:  # a server without span ingestion (< 3.4): spans go to the trace's artifacts
-            stored = client.start_trace(info)
-            client._upload_trace_data(stored, TraceData(spans=spans))
+            for record, (info, spans) in zip(records, built, strict=True):
+                self._written(record, lambda info=info, spans=spans: client._upload_trace_data(
+                    client.start_trace(info), TraceData(spans=spans)))
             return
-        client.start_trace(info)
+        for record, (info, _) in zip(records, built, strict=True):
+            self._written(record, lambda info=info: client.start_trace(info))
+
+    def _written(self, record: InteractionRecord, write: Any) -> None:
+        """Run one trace's last write; count it mirrored, or failed."""
+        try:
+            write()
+        except Exception as exc:  # noqa: BLE001 - counted and logged, never raised into the server
+            self._record_failure(record, exc)
+        else:
+            with self._lock:
+                self._mirrored += 1
 
     def _resolve_experiment(self) -> str:
         """Id of the mirror's experiment, created when missing (retried with the next interaction on failure)."""

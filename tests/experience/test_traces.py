@@ -301,3 +301,22 @@ def test_close_returns_at_once_when_idle(tracking, experiment):
     mirror = TraceMirror(tracking, experiment=experiment)
     assert mirror.close() == {"mirrored": 0, "dropped": 0, "failed": 0, "queued": 0}
     assert MlflowClient(tracking).get_experiment_by_name(experiment) is None
+
+
+@pytest.mark.integration
+def test_a_backlog_is_written_in_batches_and_every_trace_keeps_its_spans(tracking, experiment):
+    """Interactions that queued up share a ``log_spans`` request; each still becomes its own complete trace."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from rlops_plugin.experience.traces import MAX_BATCH, trace_id_of
+
+    records = [_record(i, session=f"s-{i}") for i in range(MAX_BATCH + 8)]
+    assert _mirror(records, tracking, experiment)["mirrored"] == len(records)
+    client = MlflowClient(tracking)
+    exp_id = client.get_experiment_by_name(experiment).experiment_id
+    assert len(client.search_traces(locations=[exp_id], max_results=500)) == len(records)
+    for record in (records[0], records[MAX_BATCH], records[-1]):
+        trace = mlflow.get_trace(trace_id_of(record.interaction_id))
+        assert trace.info.tags["rlops.session_id"] == record.session_id
+        assert {s.name for s in trace.data.spans} >= {"choice-0", "choice-1"}
