@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from rlops_plugin.experience.join import STATUSES, JoinConfig, JoinResult, classify_events
+from rlops_plugin.experience.join import JoinConfig, JoinResult, classified_events
 from rlops_plugin.experience.records import SESSION_PREFIX, decision_id, finite_or_none
 from rlops_plugin.experience.store import ExperienceStore
 
@@ -46,9 +46,7 @@ def join_interactions(store: ExperienceStore, config: JoinConfig | None = None, 
     """Choices (after ``since_seq``) with their joined ratings, corrections, outcomes and comments."""
     config = config or JoinConfig()
     frame = interactions_frame(store, model=model, since_seq=since_seq)
-    events = classify_events(store, config, now)
-    counts = {status: int((events["status"] == status).sum()) for status in STATUSES}
-    counts["duplicates"] = store.stats()["feedback_duplicates"]
+    events, counts = classified_events(store, config, now)
     joined = events[events["status"] == "joined"].sort_values(["event_ts", "seq"], kind="stable")
     by_choice = joined[joined["decision_id"].isin(set(frame["decision_id"]))]
     latest_rating = _latest(by_choice, "rating")

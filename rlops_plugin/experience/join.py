@@ -102,14 +102,21 @@ def classify_events(store: ExperienceStore, config: JoinConfig, now: float | Non
     return events
 
 
+def classified_events(store: ExperienceStore, config: JoinConfig, now: float | None = None
+                      ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Every stored feedback event with its status, and the count per status plus collapsed duplicates."""
+    events = classify_events(store, config, now)
+    counts = {status: int((events["status"] == status).sum()) for status in STATUSES}
+    counts["duplicates"] = store.stats()["feedback_duplicates"]
+    return events, counts
+
+
 def join_feedback(store: ExperienceStore, config: JoinConfig | None = None, model: str | None = None,
                   now: float | None = None, since_seq: int = 0) -> JoinResult:
     """Decisions (after ``since_seq``) with their joined feedback, plus the classified events and counts."""
     config = config or JoinConfig()
     decisions = decisions_frame(store, model=model, since_seq=since_seq)
-    events = classify_events(store, config, now)
-    counts = {status: int((events["status"] == status).sum()) for status in STATUSES}
-    counts["duplicates"] = store.stats()["feedback_duplicates"]
+    events, counts = classified_events(store, config, now)
     joined = events[events["status"] == "joined"]
     if (model is not None or since_seq) and len(joined):
         joined = joined[joined["decision_id"].isin(set(decisions["decision_id"]))]
@@ -135,5 +142,5 @@ def join_feedback(store: ExperienceStore, config: JoinConfig | None = None, mode
     return JoinResult(decisions=decisions, events=events, counts=counts)
 
 
-__all__ = ["JoinConfig", "JoinResult", "STATUSES", "classify_events", "decision_id", "decisions_frame",
-           "join_feedback"]
+__all__ = ["JoinConfig", "JoinResult", "STATUSES", "classified_events", "classify_events", "decision_id",
+           "decisions_frame", "join_feedback"]
