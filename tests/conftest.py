@@ -11,6 +11,10 @@ import pytest
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+# The suite runs two xdist workers on two cores: one intra-op thread each (in this process and the servers and
+# CLIs it starts). Measured: the tiny agent's fixture took 176 s with torch's default threads on busy cores, 27 s
+# with one.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TESTS_DIR = Path(__file__).resolve().parent
 FIXTURES_DIR = TESTS_DIR / "fixtures"
