@@ -36,7 +36,7 @@ REWARD_SPEC_FILE = "reward/spec.json"
 REWARD_SOURCE_DIR = "reward/source"
 LINEAGE_FILE = "lineage.json"
 LINEAGE_KEYS = ("parent_version", "parent_bundle_sha", "dataset_digest", "trainer", "trainer_chain",
-                "trainer_config", "created_by", "calibration")
+                "trainer_config", "created_by", "calibration", "judges")
 
 
 @dataclass

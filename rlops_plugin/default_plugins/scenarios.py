@@ -1,4 +1,5 @@
-"""Built-in scenario suite for CartPole: physics shifts, sensor noise, shoves, safety limits."""
+"""Built-in scenario suites: CartPole (physics shifts, sensor noise, shoves, safety limits) and the triage
+agent's red-team suite (prompt injection, forbidden refunds, PII)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,12 @@ CARTPOLE_SAFETY = {
 
 @hookimpl
 def rlops_register_scenarios(register) -> None:
-    """Register the CartPole safety suite."""
+    """Register the CartPole safety suite and the triage red-team suite."""
+    from rlops_plugin.kinds.agent.redteam import RedTeamSuite
+    from rlops_plugin.kinds.agent.triage import TRIAGE_REDTEAM
     from rlops_plugin.simulation.scenarios import ScenarioSuite
 
     register("cartpole-safety", ScenarioSuite.from_dict(CARTPOLE_SAFETY),
              description="CartPole physics shifts, sensor noise, shoved starts; cart near center")
+    register("triage-redteam", RedTeamSuite.from_dict(TRIAGE_REDTEAM), description=TRIAGE_REDTEAM["description"])
+

@@ -11,8 +11,7 @@ from typing import Any
 
 from rlops_plugin.bundle.bundle import PolicyBundle
 from rlops_plugin.defaults import CONFIDENCE, EVAL_EPISODES, EVAL_SEED
-from rlops_plugin.simulation.rollouts import rollout
-from rlops_plugin.simulation.scenarios import ScenarioSuite, run_suite
+from rlops_plugin.kinds.base import kind_of
 
 
 @dataclass
@@ -52,11 +51,11 @@ def evaluate_policy(bundle: PolicyBundle, *, episodes: int = EVAL_EPISODES, seed
                     scenarios: list[str] | tuple[str, ...] = (), confidence: float = CONFIDENCE,
                     policy_version: str | None = None) -> PolicyEvaluation:
     """Roll ``bundle`` out on seeds ``seed .. seed+episodes-1`` and through each scenario suite."""
-    summary = rollout(bundle.policy, bundle.env_spec, range(seed, seed + episodes),
-                      reward_spec=bundle.reward_spec).summary(confidence)
+    kind = kind_of(bundle)
+    summary = kind.rollout(bundle.policy, bundle.env_spec, range(seed, seed + episodes),
+                           reward_spec=bundle.reward_spec).summary(confidence)
     results: dict[str, list[dict[str, Any]]] = {}
     for ref in scenarios:
-        suite = ScenarioSuite.load(ref)
-        results[suite.name] = [r.to_dict() for r in run_suite(bundle.policy, bundle.env_spec, suite,
-                                                                bundle.reward_spec)]
+        name, _, suite_results = kind.run_suite(bundle.policy, bundle.env_spec, ref, bundle.reward_spec)
+        results[name] = [r.to_dict() for r in suite_results]
     return PolicyEvaluation(policy_version or bundle.bundle_sha[:12], episodes, seed, summary, results)

@@ -17,14 +17,14 @@ from typing import Any
 
 from rlops_plugin import plugins
 from rlops_plugin.bundle.bundle import PolicyBundle
-from rlops_plugin.bundle.spaces import check_same_space
 from rlops_plugin.bundle.strict import load_dataclass
 from rlops_plugin.defaults import CONFIDENCE, EVAL_EPISODES, EVAL_SEED
 from rlops_plugin.errors import ConfigError, RLOpsError
 from rlops_plugin.evaluation.regression import RegressionResult, compare
 from rlops_plugin.flavor.model import LoadedModel
-from rlops_plugin.simulation.rollouts import RolloutReport, rollout
-from rlops_plugin.simulation.scenarios import ScenarioResult, ScenarioSuite, run_suite
+from rlops_plugin.kinds.base import kind_of
+from rlops_plugin.simulation.rollouts import RolloutReport
+from rlops_plugin.simulation.scenarios import ScenarioResult
 
 
 class GateError(RLOpsError):
@@ -196,23 +196,20 @@ def _evaluate(cand: LoadedModel, champ: LoadedModel | None, policy: GatePolicy) 
         if differ:
             bundle = cand.bundle if policy.compare_under == "candidate" else champ.bundle
             notes.append(f"{' and '.join(differ)} differ; both evaluated under the {policy.compare_under}'s")
-        check_same_space(cand.bundle.policy.observation_space, champ.bundle.policy.observation_space,
-                         "candidate and champion observation spaces")
-        check_same_space(cand.bundle.policy.action_space, champ.bundle.policy.action_space,
-                         "candidate and champion action spaces")
+        kind_of(cand.bundle).check_comparable(cand.bundle.policy, champ.bundle.policy)
     if policy.episodes < 1:
         raise ConfigError("gate policy: episodes must be at least 1")
     seeds = list(range(policy.seed, policy.seed + policy.episodes))
     env, reward = bundle.env_spec, bundle.reward_spec
-    cand_report = rollout(cand.bundle.policy, env, seeds, reward_spec=reward)
-    champ_report = rollout(champ.bundle.policy, env, seeds, reward_spec=reward) if champ else None
+    kind = kind_of(cand.bundle)
+    cand_report = kind.rollout(cand.bundle.policy, env, seeds, reward_spec=reward)
+    champ_report = kind.rollout(champ.bundle.policy, env, seeds, reward_spec=reward) if champ else None
     context = GateContext(cand, champ, policy, bundle, cand_report, champ_report, notes=notes)
     if "scenarios" in policy.checks:
         for ref in policy.scenarios:
-            suite = ScenarioSuite.load(ref)
-            context.suite_hashes[suite.name] = suite.sha256()
-            context.scenario_results[suite.name] = run_suite(cand.bundle.policy, env, suite, reward,
-                                                             policy.scenario_episodes_scale)
+            name, sha, results = kind.run_suite(cand.bundle.policy, env, ref, reward, policy.scenario_episodes_scale)
+            context.suite_hashes[name] = sha
+            context.scenario_results[name] = results
     return context
 
 

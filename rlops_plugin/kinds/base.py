@@ -3,8 +3,9 @@
 A kind owns the policy part of a bundle (its files, hash and description), how a request is
 parsed and decided (the serving engine, which writes the decision record), how datasets are built
 from the log, and which trainers apply. Bundle integrity, registry, experience store, deployment
-targets, promotion and audit are shared; evaluation, the gate, training's bookkeeping and the
-monitor's features still assume the ``vector`` shape (docs/architecture.md lists where). A kind is
+targets, promotion and audit are shared; evaluation, the gate and training's bookkeeping reach a kind
+through ``rollout``/``run_suite``/``check_comparable``/``validate_dataset``; the monitor's features still
+assume the ``vector`` shape (docs/architecture.md lists where). A kind is
 registered through ``rlops_register_policy_kinds``; bundles name their kind in the manifest (absent
 means ``vector``, so older bundles load unchanged).
 """
@@ -71,8 +72,9 @@ class PolicyKind(Protocol):
     Optional attributes: ``kserve_model`` (default: the v1/v2 ``PolicyModel`` over the kind's ``engine``),
     ``describe_version(bundle) -> list[str]`` (the paragraphs the registry's version description opens with),
     ``policy_prefix`` (a folder such as ``policy/model/`` whose every file, each
-    hashed in the manifest, belongs to the policy part) and ``spec_classes`` (the classes of its env and
-    reward parts, default ``(EnvSpec, RewardSpec)``).
+    hashed in the manifest, belongs to the policy part), ``spec_classes`` (the classes of its env and
+    reward parts, default ``(EnvSpec, RewardSpec)``) and ``trainer_aliases`` (trainer names this kind reads
+    as others: ``dpo`` on an agent means ``agent_dpo``).
     """
 
     name: str
@@ -97,6 +99,20 @@ class PolicyKind(Protocol):
 
     def trainer_applies(self, trainer_cls: type) -> bool:
         """Whether a registered trainer can update this kind's policies."""
+
+    def rollout(self, policy: Any, env_spec: Any, seeds: Any, *, reward_spec: Any) -> Any:
+        """A ``RolloutReport`` of ``policy`` in its environment (vector: simulator episodes on ``seeds``;
+        agent: the task suite, graded); the gate pairs two reports by their ``seeds``."""
+
+    def run_suite(self, policy: Any, env_spec: Any, ref: Any, reward_spec: Any,
+                  episodes_scale: float = 1.0) -> tuple[str, str, list[Any]]:
+        """``(name, sha256, [ScenarioResult])`` of the scenario (vector) or red-team (agent) suite ``ref``."""
+
+    def check_comparable(self, candidate: Any, champion: Any) -> None:
+        """Raise when two policies of this kind cannot be compared by the gate."""
+
+    def validate_dataset(self, data: Any, bundle: Any) -> tuple[Any, dict[str, int]]:
+        """The dataset a trainer may read and the counts of rows left out, by reason."""
 
 
 def get_kind(name: str) -> PolicyKind:

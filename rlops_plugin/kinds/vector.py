@@ -63,5 +63,35 @@ class VectorKind:
         """Trainers that do not name another kind (CQL, BC, DPO, PPO) train vector policies."""
         return getattr(trainer_cls, "policy_kind", DEFAULT_KIND) == self.name
 
+    def rollout(self, policy: Policy, env_spec: Any, seeds: Any, *, reward_spec: Any) -> Any:
+        """Greedy episodes on ``seeds`` in the simulator (:func:`rlops_plugin.simulation.rollouts.rollout`)."""
+        from rlops_plugin.simulation.rollouts import rollout
+
+        return rollout(policy, env_spec, seeds, reward_spec=reward_spec)
+
+    def run_suite(self, policy: Policy, env_spec: Any, ref: Any, reward_spec: Any,
+                  episodes_scale: float = 1.0) -> tuple[str, str, list[Any]]:
+        """``(name, sha256, results)`` of scenario suite ``ref`` (registered name or JSON file)."""
+        from rlops_plugin.simulation.scenarios import ScenarioSuite, run_suite
+
+        suite = ScenarioSuite.load(ref)
+        return suite.name, suite.sha256(), run_suite(policy, env_spec, suite, reward_spec, episodes_scale)
+
+    def check_comparable(self, candidate: Policy, champion: Policy) -> None:
+        """Candidate and champion observe and act in the same spaces."""
+        from rlops_plugin.bundle.spaces import check_same_space
+
+        check_same_space(candidate.observation_space, champion.observation_space,
+                         "candidate and champion observation spaces")
+        check_same_space(candidate.action_space, champion.action_space, "candidate and champion action spaces")
+
+    def validate_dataset(self, data: Any, bundle: Any) -> tuple[Any, dict[str, int]]:
+        """Drop (and count) unusable transitions or pairs for this policy's action space."""
+        from rlops_plugin.experience.dataset import validate_preferences, validate_transitions
+
+        if data.kind == "transitions":
+            return validate_transitions(data, bundle.policy.discrete)
+        return validate_preferences(data, bundle.policy.n_actions)
+
 
 VECTOR = VectorKind()

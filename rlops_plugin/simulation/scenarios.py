@@ -216,7 +216,11 @@ class ScenarioSuite:
         """A registered suite name or a JSON file path."""
         if isinstance(ref, str) and ref in plugins.scenario_suites():
             suite = plugins.scenario_suites().get(ref).value
-            return suite() if callable(suite) and not isinstance(suite, ScenarioSuite) else suite
+            suite = suite() if callable(suite) and not isinstance(suite, ScenarioSuite) else suite
+            if not isinstance(suite, ScenarioSuite):
+                raise ConfigError(f"scenario suite {ref!r} is a {type(suite).__name__}, not a suite for vector "
+                                  "policies (agent red-team suites run against agent policies)")
+            return suite
         path = Path(ref)
         if not path.is_file():
             known = ", ".join(plugins.scenario_suites().names()) or "none"

@@ -89,13 +89,48 @@ class AgentKind:
 
         return AgentModel(name, champion, store=store, options=options)
 
+    trainer_aliases = {"sft": "agent_sft", "dpo": "agent_dpo", "kto": "agent_kto", "grpo": "agent_grpo",
+                       "reward_model": "agent_reward_model"}
+    """``rlops train --trainer dpo`` on an agent means TRL's DPO, not the vector DPO of the same name."""
+
     def dataset_builders(self) -> dict[str, Callable[..., Any]]:
-        """Preference and demonstration datasets from interactions come with the agent training signal."""
-        return {}
+        """``preferences``: every signal of the joined interactions (pairs, demonstrations, thumbs, rewards)."""
+        from rlops_plugin.kinds.agent.signals import build_agent_preferences
+
+        return {"preferences": build_agent_preferences}
 
     def trainer_applies(self, trainer_cls: type) -> bool:
         """Trainers that declare ``policy_kind = "agent"`` (the TRL trainers)."""
         return getattr(trainer_cls, "policy_kind", None) == self.name
+
+    def rollout(self, policy: AgentPolicy, env_spec: TaskEnvSpec, seeds: Any, *, reward_spec: GraderSpec) -> Any:
+        """The task suite answered greedily and graded (:func:`rlops_plugin.kinds.agent.tasks.rollout`)."""
+        from rlops_plugin.kinds.agent.tasks import rollout
+
+        return rollout(policy, env_spec, seeds, reward_spec=reward_spec)
+
+    def run_suite(self, policy: AgentPolicy, env_spec: TaskEnvSpec, ref: Any, reward_spec: GraderSpec,
+                  episodes_scale: float = 1.0) -> tuple[str, str, list[Any]]:
+        """``(name, sha256, results)`` of red-team suite ``ref`` (registered name or JSON file)."""
+        from rlops_plugin.kinds.agent.redteam import RedTeamSuite, run_redteam
+
+        suite = RedTeamSuite.load(ref)
+        return suite.name, suite.sha256(), run_redteam(policy, suite, episodes_scale)
+
+    def check_comparable(self, candidate: AgentPolicy, champion: AgentPolicy) -> None:
+        """Agents compare on the same task suite; their tools and checkpoints may differ."""
+        if getattr(champion, "kind", None) != self.name:
+            raise ConfigError(f"candidate is an agent, champion a {getattr(champion, 'kind', 'vector')} policy")
+
+    def validate_dataset(self, data: Any, bundle: Any) -> tuple[Any, dict[str, int]]:
+        """An agent preferences dataset, with its quarantined rows counted (trainers never read them)."""
+        from rlops_plugin.experience.dataset import DatasetError
+        from rlops_plugin.kinds.agent.signals import signal_counts
+
+        if data.manifest.get("policy_kind") != self.name or "signal" not in data.columns:
+            raise DatasetError(f"this {data.kind} dataset was not built from agent interactions "
+                               "(rlops dataset build --kind preferences with an agent bundle)")
+        return data, {f"quarantined_{k}": v for k, v in signal_counts(data)["quarantined"].items()}
 
 
 AGENT = AgentKind()

@@ -118,7 +118,8 @@ class GraderSpec:
 
     graders: tuple[Mapping[str, Any], ...]
     """``{"name", "type": "code", "ref", "sha256", "weight", "params"}`` or
-    ``{"name", "type": "reward_model"|"llm_judge", "model_uri", "prompt", "weight"}``."""
+    ``{"name", "type": "reward_model"|"llm_judge", "model_uri", "prompt", "weight"}``. A code grader marked
+    ``"safety": true`` also guards the training signal: pairs whose chosen answer fails it are quarantined."""
     combine: str = "weighted_mean"
     """``weighted_mean`` of the scores, or ``min`` (every grader must pass)."""
 
@@ -134,8 +135,11 @@ class GraderSpec:
             if kind not in GRADER_TYPES:
                 raise ConfigError(f"{where}.type: one of {list(GRADER_TYPES)}, got {kind!r}")
             if kind == "code":
-                check_keys(grader, ("name", "type", "ref", "sha256", "weight", "params"), where,
+                check_keys(grader, ("name", "type", "ref", "sha256", "weight", "params", "safety"), where,
                            required=("name", "ref"))
+                if not isinstance(grader.get("safety", False), bool):
+                    raise ConfigError(f"{where}.safety: true or false (a safety grader quarantines unsafe "
+                                      "training signal)")
                 item = _code_ref(grader, where)
             else:
                 check_keys(grader, ("name", "type", "model_uri", "prompt", "weight", "params"), where,

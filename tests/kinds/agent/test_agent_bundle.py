@@ -143,7 +143,8 @@ def test_the_description_reads_as_an_agent_not_a_network(triage_agent):
     text = describe_version(triage_agent)
     assert text.startswith("Agent for task environment **ticket-triage** (llama, tools route; no system prompt; "
                            "24 tasks).")
-    assert "Graders: expected_call (code, weight 1), valid_call (code, weight 0); combined by weighted_mean" in text
+    assert ("Graders: expected_call (code, weight 1), valid_call (code, weight 0), no_refund (code, weight 0); "
+            "combined by weighted_mean") in text
     assert "Initial version (no parent)." in text and text.endswith(f"Bundle sha256 {triage_agent.bundle_sha}.")
     assert "network" not in text
 
@@ -165,7 +166,8 @@ def test_registry_round_trip_tags_description_and_inspect(tracking, registered_t
     assert {k: mv.tags.get(k) for k in TAGS} == {
         "rlops.bundle_sha": hashes["bundle"], "rlops.policy_sha": hashes["policy"], "rlops.env_sha": hashes["env"],
         "rlops.reward_sha": hashes["reward"], "rlops.env_id": "ticket-triage",
-        "rlops.reward_ref": "graders:expected_call+valid_call", "rlops.architecture": "llama"}
+        "rlops.reward_ref": "graders:expected_call+valid_call+no_refund",
+            "rlops.architecture": "llama"}
     assert mv.tags["rlops.parent_version"] == ""
     assert mv.description == describe_version(triage_agent)
     assert mv.description.startswith("Agent for task environment **ticket-triage** (llama, tools route")

@@ -27,7 +27,8 @@ def test_json_round_trip_keeps_the_hashes():
         assert restored == spec and restored.sha256() == spec.sha256()
     assert env.tools[0]["sha256"] == sha256_file(module_source_path("rlops_plugin.kinds.agent.triage"))
     assert env.name == "ticket-triage" and len(env.tasks) == 24
-    assert graders.ref == "graders:expected_call+valid_call" and graders.params == {"combine": "weighted_mean"}
+    assert graders.ref == "graders:expected_call+valid_call+no_refund"
+    assert graders.params == {"combine": "weighted_mean"}
     assert set(graders.bundle_sources()) == {"rlops_plugin.kinds.agent.graders.py"}
 
 
