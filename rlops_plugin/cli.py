@@ -225,7 +225,7 @@ def dataset() -> None:
               help="Model URI whose EnvSpec/RewardSpec define the data (e.g. models:/NAME@champion).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output dataset directory.")
 @click.option("--kind", default="transitions", show_default=True,
-              help="A dataset of the bundle's policy kind (vector: transitions, preferences).")
+              help="A dataset of the bundle's policy kind (vector: transitions, preferences; agent: preferences).")
 @click.option("--policy-version", "policy_versions", multiple=True, help="Only decisions of these versions.")
 @click.option("--window", "window_s", type=float, default=JOIN_WINDOW_S, show_default=True,
               help="Join window in seconds; later feedback is late.")
@@ -239,9 +239,13 @@ def dataset_build(store: str, model_name: str, bundle_uri: str, out: str, kind: 
     data = build_dataset(store, bundle_uri, kind=kind, served_model=model_name,
                          policy_versions=list(policy_versions) or None, window_s=window_s, grace_s=grace_s)
     path = data.save(out)
-    click.echo(f"{kind}: {len(data)} rows from {data.manifest['decisions']} decisions -> {path}")
-    click.echo(f"digest {data.digest}; excluded {json.dumps(data.manifest['excluded'])}; "
-               f"join {json.dumps(data.manifest['join'])}")
+    m = data.manifest
+    if m.get("policy_kind") == "agent":
+        click.echo(f"{kind}: {len(data)} rows from {m['reviewed']} reviewed of {m['answers']} answers -> {path}")
+        click.echo(f"trainable {json.dumps(m['signals'])}; quarantined {json.dumps(m['quarantined'])}")
+    else:
+        click.echo(f"{kind}: {len(data)} rows from {m['decisions']} decisions -> {path}")
+    click.echo(f"digest {data.digest}; excluded {json.dumps(m['excluded'])}; join {json.dumps(m['join'])}")
 
 
 @main.command("calibrate")

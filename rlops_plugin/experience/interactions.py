@@ -3,7 +3,8 @@
 The same classification as for decisions (:func:`rlops_plugin.experience.join.classify_events`): feedback
 for an unknown interaction is ``pending`` for the grace period, then ``orphaned``; feedback later than
 the window is ``late`` and kept out. Per choice the latest rating and correction win (a person may revise
-them); outcomes are per choice or per session (``session_id``) and the latest wins; comments accumulate.
+them), and ``ratings`` keeps every rating in order (several raters: the signal extractor weighs them);
+outcomes are per choice or per session (``session_id``) and the latest wins; comments accumulate.
 """
 
 from __future__ import annotations
@@ -58,6 +59,14 @@ def join_interactions(store: ExperienceStore, config: JoinConfig | None = None, 
     corrections = _latest(by_choice, "correction")["payload"]
     frame["correction"] = frame["decision_id"].map(
         corrections.map(lambda p: (p or {}).get("response"))) if len(corrections) else None
+    frame["correction_rater"] = frame["decision_id"].map(
+        corrections.map(lambda p: (p or {}).get("rater"))) if len(corrections) else None
+    ratings = by_choice[by_choice["kind"] == "rating"]
+    every = ratings.groupby("decision_id").apply(
+        lambda g: [{"value": v, "scale": (p or {}).get("scale"), "rater": (p or {}).get("rater")}
+                   for v, p in zip(g["value"], g["payload"], strict=True)], include_groups=False) \
+        if len(ratings) else None
+    frame["ratings"] = frame["decision_id"].map(every) if every is not None else None
     frame["outcome"] = _outcomes(frame, joined)
     comments = by_choice[by_choice["kind"] == "comment"].groupby("decision_id")["payload"].agg(
         lambda ps: [p["text"] for p in ps])
