@@ -1,4 +1,4 @@
-"""Built-in trainers: behaviour cloning, conservative Q-learning, guarded PPO, DPO."""
+"""Built-in trainers: behaviour cloning, conservative Q-learning, guarded PPO, DPO; TRL updates for agents."""
 
 from __future__ import annotations
 
@@ -15,3 +15,10 @@ def rlops_register_trainers(register) -> None:
 
     for name, cls in (("bc", BCTrainer), ("cql", CQLTrainer), ("sim_finetune", PPOTrainer), ("dpo", DPOTrainer)):
         register(name, cls, description=cls.description)
+    from rlops_plugin.training.agent_trl import AgentDPOTrainer, AgentKTOTrainer, AgentSFTTrainer
+
+    for name, cls in (("agent_sft", AgentSFTTrainer), ("agent_dpo", AgentDPOTrainer), ("agent_kto", AgentKTOTrainer)):
+        register(name, cls, description=cls.description)
+    from rlops_plugin.training.agent_grpo import AgentGRPOTrainer
+
+    register("agent_grpo", AgentGRPOTrainer, description=AgentGRPOTrainer.description)

@@ -34,9 +34,10 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
     record the fit in the lineage. With ``register_as`` the final model is registered (see
     :func:`~rlops_plugin.lifecycle.register.register`) and ``alias`` set on it.
     """
-    trainer_cls = plugins.trainers().get(trainer).value
     loaded = as_loaded(init)
     kind = kind_of(loaded.bundle)
+    trainer = getattr(kind, "trainer_aliases", {}).get(trainer, trainer)
+    trainer_cls = plugins.trainers().get(trainer).value
     if not kind.trainer_applies(trainer_cls):
         raise ConfigError(f"trainer {trainer!r} does not train {kind.name} policies")
     init = loaded

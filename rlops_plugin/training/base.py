@@ -100,14 +100,15 @@ def _convert(raw: Any, default: Any, where: str) -> Any:
 
 
 def field_docs(config_cls: type) -> dict[str, str]:
-    """The docstring written under each dataclass field (for ``rlops train --help-trainer``)."""
-    source = textwrap.dedent(inspect.getsource(config_cls))
-    body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
+    """The docstring written under each dataclass field (for ``rlops train --help-trainer``), inherited ones too."""
     docs: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:], strict=False):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) \
-                and isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
-            docs[node.target.id] = str(nxt.value.value).strip()
+    for cls in reversed([c for c in config_cls.__mro__ if dataclasses.is_dataclass(c)]):
+        source = textwrap.dedent(inspect.getsource(cls))
+        body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
+        for node, nxt in zip(body, body[1:], strict=False):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) \
+                    and isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
+                docs[node.target.id] = str(nxt.value.value).strip()
     return docs
 
 

@@ -24,10 +24,10 @@ from rlops_plugin.bundle.bundle import PolicyBundle
 from rlops_plugin.bundle.spaces import space_to_json
 from rlops_plugin.defaults import EVAL_EPISODES, EXPERIMENT, TRAIN_EVAL_SEED
 from rlops_plugin.errors import ConfigError
-from rlops_plugin.experience.dataset import Dataset, DatasetError, validate_preferences, validate_transitions
+from rlops_plugin.experience.dataset import Dataset, DatasetError
 from rlops_plugin.flavor.lineage import TAG_CALIBRATION, calibration_label
 from rlops_plugin.flavor.model import LoadedModel, as_loaded
-from rlops_plugin.simulation.rollouts import rollout
+from rlops_plugin.kinds.base import kind_of
 from rlops_plugin.simulation.stats import paired_difference
 from rlops_plugin.training.base import Progress, config_to_dict, make_config
 
@@ -50,6 +50,7 @@ class TrainOutcome:
 def check_compatible(bundle: PolicyBundle, data: Dataset, allow_mismatch: bool) -> list[str]:
     """Refuse data whose spaces differ; refuse other env/reward hashes unless ``allow_mismatch``."""
     manifest = data.manifest
+    check_policy_kind(bundle, data)
     if manifest.get("action_space") and manifest["action_space"] != space_to_json(bundle.policy.action_space):
         raise DatasetError(f"action space mismatch: dataset {manifest['action_space']}, policy "
                            f"{space_to_json(bundle.policy.action_space)}")
@@ -64,6 +65,13 @@ def check_compatible(bundle: PolicyBundle, data: Dataset, allow_mismatch: bool) 
         raise DatasetError("dataset and init policy disagree on " + "; ".join(problems)
                            + " (rebuild the dataset with this bundle, or pass allow_mismatch=True)")
     return problems
+
+
+def check_policy_kind(bundle: PolicyBundle, data: Dataset) -> None:
+    """Refuse a dataset built from another kind of policy's log (agent interactions vs vector decisions)."""
+    built, wanted = data.manifest.get("policy_kind", "vector"), getattr(bundle.policy, "kind", "vector")
+    if built != wanted:
+        raise DatasetError(f"the dataset was built from {built} policies' logs; the init policy is a {wanted} policy")
 
 
 def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | Path | Dataset | None = None,
@@ -83,12 +91,13 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
     base = loaded.bundle
     data, source, mismatch, dropped = _load_data(trainer_cls.data_kind, dataset, base, allow_mismatch)
     seeds = list(range(eval_seed, eval_seed + eval_episodes))
-    before = rollout(base.policy, base.env_spec, seeds, reward_spec=base.reward_spec) if eval_episodes else None
+    kind = kind_of(base)
+    before = kind.rollout(base.policy, base.env_spec, seeds, reward_spec=base.reward_spec) if eval_episodes else None
     result = trainer_cls().train(base, data, cfg, progress)
     child = base.with_policy(result.policy, **_lineage(loaded, trainer, cfg, data, calibration))
     metrics = dict(result.metrics)
     if before is not None:
-        after = rollout(child.policy, child.env_spec, seeds, reward_spec=child.reward_spec)
+        after = kind.rollout(child.policy, child.env_spec, seeds, reward_spec=child.reward_spec)
         metrics.update(_eval_metrics(before, after))
     for reason, count in dropped.items():
         metrics[f"data/excluded_{reason}"] = float(count)
@@ -113,6 +122,8 @@ def _lineage(loaded: LoadedModel, trainer: str, cfg: Any, data: Dataset | None,
                "parent_bundle_sha": loaded.bundle.bundle_sha,
                "dataset_digest": data.digest if data is not None else inherited.get("dataset_digest"),
                "trainer": trainer, "trainer_chain": [*earlier, trainer], "trainer_config": config_to_dict(cfg)}
+    if data is not None and data.manifest.get("judges"):
+        lineage["judges"] = list(data.manifest["judges"])
     calibration = calibration or inherited.get("calibration")
     if calibration:
         lineage["calibration"] = dict(calibration)
@@ -133,10 +144,8 @@ def _load_data(kind: str, dataset: str | Path | Dataset | None, bundle: PolicyBu
         dataset = Dataset.load(dataset)
     if dataset.kind != kind:
         raise DatasetError(f"this trainer needs a {kind} dataset, got {dataset.kind}")
-    if kind == "transitions":
-        dataset, dropped = validate_transitions(dataset, bundle.policy.discrete)
-    else:
-        dataset, dropped = validate_preferences(dataset, bundle.policy.n_actions)
+    check_policy_kind(bundle, dataset)
+    dataset, dropped = kind_of(bundle).validate_dataset(dataset, bundle)
     mismatch = check_compatible(bundle, dataset, allow_mismatch)
     if mismatch:
         warnings.warn("training across a mismatch: " + "; ".join(mismatch), UserWarning, stacklevel=3)
@@ -146,7 +155,10 @@ def _load_data(kind: str, dataset: str | Path | Dataset | None, bundle: PolicyBu
 def _eval_metrics(before: Any, after: Any) -> dict[str, float]:
     b, a = before.summary(), after.summary()
     diff = paired_difference(after.returns, before.returns)
-    return {"eval/return_mean": a["return_mean"], "eval/return_ci_low": a["return_ci_low"],
+    extra = {f"eval/{k}": float(v) for k, v in a.items() if k == "pass_rate" or k.startswith("grader/")}
+    if "pass_rate" in b:
+        extra["eval/init_pass_rate"] = float(b["pass_rate"])
+    return {**extra, "eval/return_mean": a["return_mean"], "eval/return_ci_low": a["return_ci_low"],
             "eval/return_ci_high": a["return_ci_high"], "eval/length_mean": a["length_mean"],
             "eval/init_return_mean": b["return_mean"], "eval/return_delta": diff.estimate,
             "eval/return_delta_ci_low": diff.low, "eval/return_delta_ci_high": diff.high}

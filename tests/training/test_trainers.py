@@ -11,13 +11,16 @@ from rlops_plugin.testing.trainers import left_leaning_init
 from rlops_plugin.training.base import GradientTrainer, field_docs, make_config
 
 TRAINERS = plugins.trainers().names()
+VECTOR_TRAINERS = [n for n in TRAINERS if getattr(plugins.trainers().get(n).value, "policy_kind", "vector") == "vector"]
+"""check_trainer runs a ChainWalk policy; agent trainers have their own runs (tests/training/test_agent_*.py)."""
 
 
 def test_builtins_are_registered():
-    assert {"bc", "cql", "sim_finetune", "dpo"} <= set(TRAINERS)
+    assert {"bc", "cql", "sim_finetune", "dpo"} <= set(VECTOR_TRAINERS)
+    assert {"agent_sft", "agent_dpo", "agent_kto", "agent_grpo"} <= set(TRAINERS) - set(VECTOR_TRAINERS)
 
 
-@pytest.mark.parametrize("name", TRAINERS)
+@pytest.mark.parametrize("name", VECTOR_TRAINERS)
 def test_conformance(name, tmp_path):
     result = check_trainer(name, tmp_path)
     assert result["after"] > result["before"]

@@ -164,6 +164,17 @@ class AgentPolicy:
                 self._loaded = (self._load_model(base_model, directory), self._load_tokenizer(directory))
             return self._loaded
 
+    def fresh_copy(self) -> tuple[Any, Any]:
+        """A new ``(model, tokenizer)`` from the verified files, for trainers: TRL patches a model in place,
+        so the served (cached) instance is never handed to one, and the frozen reference is another copy."""
+        self.verify_files()
+        directory = self._load_dir()
+        return self._load_model(None, directory), self._load_tokenizer(directory)
+
+    def message_text(self, message: Mapping[str, Any]) -> str:
+        """A chat message's text as the model reads and writes it (tool calls in the policy's format)."""
+        return self._message_text(message)
+
     def _load_dir(self) -> Path:
         """A directory holding exactly the verified files, for loaders that read whole directories.
 
@@ -333,6 +344,57 @@ class AgentPolicy:
                 logprob=float(executed[row, :length].sum()) if sample else 0.0,
                 model_logprob=float(raw[row, :length].sum()), finish_reason=reason))
         return results if sample else results * n  # greedy: n identical answers
+
+    def sequence_logprob(self, prompt_ids: Sequence[int], completion_ids: Sequence[int], temperature: float = 1.0,
+                         top_p: float = 1.0) -> float:
+        """Log-probability of ``completion_ids`` after ``prompt_ids`` under what ``generate`` samples at these settings.
+
+        Scoring a logged answer under a candidate is what off-policy evaluation needs. One forward pass over
+        prompt + completion; each position's logits then go through the logits processors that ``generate``
+        runs, built by transformers' own builder (``_get_logits_processor``) from the same generation config
+        merged with the checkpoint's ``generation_config.json`` as ``generate`` merges it, so temperature,
+        top-p truncation and any checkpoint default (a repetition penalty, ...) apply identically. Equals
+        :attr:`Generated.logprob` of a sampled completion (and :attr:`Generated.model_logprob` at temperature 1,
+        top_p 1 when the checkpoint adds no processor). ``temperature == 0`` is greedy: 0.0 when every token is
+        the processed argmax, else ``-inf``. The completion's stop token, when it ended on one, is part of it.
+        """
+        import torch
+        from transformers import GenerationConfig
+
+        if not 0.0 <= temperature or not 0.0 < top_p <= 1.0:
+            raise ConfigError(f"sequence_logprob: temperature >= 0 and top_p in (0, 1], got {temperature}, {top_p}")
+        prompt, completion = list(prompt_ids), list(completion_ids)
+        if not prompt:
+            raise ConfigError("sequence_logprob: prompt_ids is empty (the first token needs a context)")
+        if not completion:
+            return 0.0
+        model, tokenizer = self.load()
+        stops = {tokenizer.eos_token_id}  # as in generate: the stop tokens feed min-length processors
+        listed = getattr(model.generation_config, "eos_token_id", None)
+        stops.update(listed if isinstance(listed, list) else [] if listed is None else [listed])
+        sample = temperature > 0
+        config = GenerationConfig(
+            max_new_tokens=len(completion), do_sample=sample, top_k=0 if sample else None,
+            temperature=temperature if sample else None, top_p=top_p if sample else None,
+            eos_token_id=sorted(stops),
+            pad_token_id=tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id)
+        ids = torch.tensor([prompt + completion])
+        start = len(prompt)
+        with self._lock, torch.inference_mode():
+            merged, _ = model._prepare_generation_config(config)
+            model._prepare_special_tokens(merged, True, device=ids.device)
+            processors = model._get_logits_processor(generation_config=merged, input_ids_seq_length=start,
+                                                     encoder_input_ids=ids[:, :start], device=ids.device,
+                                                     model_kwargs={})
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, start - 1:-1].float()
+            targets = torch.tensor(completion)
+            if len(processors):
+                logits = torch.cat([processors(ids[:, :start + t], logits[t:t + 1].clone())
+                                    for t in range(len(completion))])
+            if not sample:
+                return 0.0 if bool((logits.argmax(-1) == targets).all()) else float("-inf")
+            return float(torch.log_softmax(logits, -1).gather(1, targets[:, None]).sum())
 
     def decode(self, token_ids: Sequence[int]) -> str:
         """Text of generated tokens (special tokens dropped)."""
