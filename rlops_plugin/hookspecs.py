@@ -196,6 +196,20 @@ def rlops_register_policy_kinds(register: Register) -> None:
     """
 
 
+@hookspec
+@register_keywords()
+def rlops_register_judges(register: Register) -> None:
+    """Register judges of agent answers by name (the agent graders are built in: ``expected_call``, ``no_pii``...).
+
+    Call ``register(name, spec, *, description="")`` where ``spec`` is a
+    ``rlops_plugin.kinds.agent.judges.JudgeSpec``: a code grader (``module:function`` + source hash), an
+    OpenAI-compatible pairwise LLM judge (``base_url``, ``model``, ``prompt``) or a reward model (``model_uri``).
+    ``make_judge(name)`` builds the runtime that compares two answers; ``label_pairs`` and ``judge_agreement``
+    use it to label preference data and to measure agreement with people. Results: all calls contribute; names
+    are unique.
+    """
+
+
 def hook_names() -> list[str]:
     """Names of every hookspec defined in this module."""
     return sorted(

@@ -33,6 +33,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "rlops_plugin.default_plugins.scenarios",
     "rlops_plugin.default_plugins.gates",
     "rlops_plugin.default_plugins.kinds",
+    "rlops_plugin.default_plugins.judges",
 )
 
 T = TypeVar("T")
@@ -234,3 +235,8 @@ def policy_kinds() -> Registry[Any]:
 def trigger_actions() -> Registry[Any]:
     """Retraining-trigger actions registered through ``rlops_register_trigger_actions``."""
     return registry("rlops_register_trigger_actions", "trigger action")
+
+
+def judges() -> Registry[Any]:
+    """Judges of agent answers (``JudgeSpec`` values) registered through ``rlops_register_judges``."""
+    return registry("rlops_register_judges", "judge")
