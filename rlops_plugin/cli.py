@@ -139,7 +139,7 @@ def plugins_cmd() -> None:
                       ("architectures", plugins.architectures()), ("trainers", plugins.trainers()),
                       ("monitors", plugins.monitors()), ("scenario suites", plugins.scenario_suites()),
                       ("gate checks", plugins.gate_checks()), ("trigger actions", plugins.trigger_actions()),
-                      ("policy kinds", plugins.policy_kinds())):
+                      ("policy kinds", plugins.policy_kinds()), ("judges", plugins.judges())):
         for entry in reg.entries():
             click.echo(f"  {kind:<16} {entry.name:<28} {entry.plugin}  {entry.description}")
 
@@ -231,13 +231,17 @@ def dataset() -> None:
               help="Join window in seconds; later feedback is late.")
 @click.option("--grace", "grace_s", type=float, default=JOIN_GRACE_S, show_default=True,
               help="Seconds unknown-id feedback waits before it is orphaned.")
+@click.option("--judge", default=None, help="Registered judge that labels unreviewed agent answers (rlops plugins).")
+@click.option("--judge-min-agreement", type=float, default=None,
+              help="Agreement with the log's human pairs the judge needs first (default 0.8).")
 def dataset_build(store: str, model_name: str, bundle_uri: str, out: str, kind: str, policy_versions: tuple[str, ...],
-                  window_s: float, grace_s: float) -> None:
-    """Extract transitions or preference pairs and write a versioned Parquet dataset."""
+                  window_s: float, grace_s: float, judge: str | None, judge_min_agreement: float | None) -> None:
+    """Extract transitions, preference pairs or an agent's training signal; write a versioned Parquet dataset."""
     from rlops_plugin.lifecycle import build_dataset
 
     data = build_dataset(store, bundle_uri, kind=kind, served_model=model_name,
-                         policy_versions=list(policy_versions) or None, window_s=window_s, grace_s=grace_s)
+                         policy_versions=list(policy_versions) or None, window_s=window_s, grace_s=grace_s,
+                         judge=judge, judge_min_agreement=judge_min_agreement)
     path = data.save(out)
     m = data.manifest
     if m.get("policy_kind") == "agent":
@@ -288,6 +292,17 @@ def train_cmd(trainer: str, init_uri: str, dataset_dir: str | None, settings: tu
     from rlops_plugin.lifecycle import train
 
     config = dict(settings)
+    if trainer == "reward_model":
+        from rlops_plugin.lifecycle import train_reward_model
+
+        if dataset_dir is None:
+            raise click.UsageError("--trainer reward_model needs --dataset (human preference pairs)")
+        result, uri, version = train_reward_model(init_uri, dataset_dir, config, register_as=register_as,
+                                                  allow_mismatch=allow_mismatch, experiment=experiment)
+        agreement = {k: round(v, 3) for k, v in result.metrics.items() if k.startswith("eval/")}
+        where = f"registered {register_as} version {version} ({uri})" if version else str(result.directory)
+        click.echo(f"reward model: held-out agreement {json.dumps(agreement)}; {where}")
+        return
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn()) as bar:
         task = bar.add_task(trainer, total=None, info="")

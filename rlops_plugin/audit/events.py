@@ -30,6 +30,7 @@ EVENT_DETAILS: dict[str, tuple[str, ...]] = {
     "trigger": ("trigger", "monitoring_run_id"),
     "pipeline_cycle": ("pipeline_run", "champion_after", "challenger_after"),
     "monitoring": (),
+    "judge_update": ("judge_kind", "model_uri", "parent", "dataset_digest", "agreement", "run_id"),
 }
 """The one shape of each event kind: the ``details`` keys every event of that kind carries (docs/audit.md)."""
 EVENT_KINDS = tuple(EVENT_DETAILS)

@@ -13,7 +13,7 @@ from rlops_plugin.lifecycle.evaluate import evaluate
 from rlops_plugin.lifecycle.gate import gate
 from rlops_plugin.lifecycle.monitor import monitor
 from rlops_plugin.lifecycle.register import register
-from rlops_plugin.lifecycle.train import train
+from rlops_plugin.lifecycle.train import train, train_reward_model
 
 __all__ = ["approve", "build_dataset", "calibrate", "crown", "deploy", "evaluate", "gate", "monitor", "promote",
-           "record_cycle", "register", "rollback", "train"]
+           "record_cycle", "register", "rollback", "train", "train_reward_model"]

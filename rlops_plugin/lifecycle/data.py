@@ -17,19 +17,38 @@ from rlops_plugin.simulation.calibration import Calibration, calibrate_dataset
 
 def build_dataset(store: str, bundle_uri: str, *, kind: str = "transitions", served_model: str = "policy",
                   policy_versions: list[str] | None = None, window_s: float = JOIN_WINDOW_S,
-                  grace_s: float = JOIN_GRACE_S, out_dir: str | Path | None = None) -> Dataset:
+                  grace_s: float = JOIN_GRACE_S, out_dir: str | Path | None = None, judge: str | None = None,
+                  judge_min_agreement: float | None = None) -> Dataset:
     """Join the log's rewards and feedback and build ``kind`` rows under ``bundle_uri``'s EnvSpec/RewardSpec.
 
-    The bundle's policy kind says which datasets exist (``vector``: transitions, preferences). With
-    ``out_dir`` the dataset (Parquet + manifest with its digest and exclusion counts) is saved there.
+    The bundle's policy kind says which datasets exist (``vector``: transitions, preferences; ``agent``:
+    preferences). ``judge`` (a registered judge's name, agents only) labels unreviewed answers once its
+    agreement with the log's human pairs reaches ``judge_min_agreement``. With ``out_dir`` the dataset
+    (Parquet + manifest with its digest and exclusion counts) is saved there.
     """
     bundle = load_model(bundle_uri)
     builders = kind_of(bundle).dataset_builders()
     if kind not in builders:
         raise ConfigError(f"kind: {kind!r} is not a dataset of {bundle.kind} policies; known: {sorted(builders)}")
+    options: dict[str, Any] = {}
+    if judge is not None:
+        if bundle.kind != "agent":
+            raise ConfigError("judge: judges label agent answers; vector datasets take corrections and ratings")
+        from rlops_plugin.kinds.agent.judges import make_judge, registered_judge
+        from rlops_plugin.kinds.agent.signals import SignalConfig
+
+        spec = registered_judge(judge)
+        scorer = None
+        if spec.type == "reward_model":
+            from rlops_plugin.training.agent_reward import load_reward_model
+
+            scorer = load_reward_model(str(spec.model_uri)).score
+        options["judge"] = make_judge(spec, scorer=scorer)
+        if judge_min_agreement is not None:
+            options["config"] = SignalConfig(judge_min_agreement=judge_min_agreement)
     with open_store(store) as experience:
         data = builders[kind](experience, served_model, bundle, policy_versions=policy_versions,
-                              join=JoinConfig(window_s=window_s, grace_s=grace_s))
+                              join=JoinConfig(window_s=window_s, grace_s=grace_s), **options)
     if out_dir is not None:
         data.save(out_dir)
     return data

@@ -67,6 +67,44 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
     return outcome
 
 
+def train_reward_model(init: str | LoadedModel | PolicyBundle, dataset: str | Path | Dataset,
+                       config: dict[str, Any] | None = None, *, register_as: str | None = None,
+                       allow_mismatch: bool = False, experiment: str | None = EXPERIMENT,
+                       progress: Progress | None = None) -> tuple[Any, str | None, str | None]:
+    """Train an RLHF reward model (TRL ``RewardTrainer``) from an agent's checkpoint on human preference pairs.
+
+    The reward model is a judge, not a policy: with ``register_as`` it is registered in MLflow with its parent
+    and dataset digest and a ``judge_update`` audit event. Returns ``(result, model_uri, version)``.
+    """
+    from rlops_plugin.audit.events import AuditEvent, record_event
+    from rlops_plugin.training.agent_reward import RewardModelConfig, register_reward_model
+    from rlops_plugin.training.agent_reward import train_reward_model as fit
+    from rlops_plugin.training.base import make_config
+    from rlops_plugin.training.train import check_compatible
+
+    loaded = as_loaded(init)
+    if kind_of(loaded.bundle).name != "agent":
+        raise ConfigError("reward models are trained from agent policies")
+    data = dataset if isinstance(dataset, Dataset) else Dataset.load(dataset)
+    check_compatible(loaded.bundle, data, allow_mismatch)
+    result = fit(loaded.bundle, data, make_config(RewardModelConfig, config), progress)
+    if not register_as:
+        return result, None, None
+    parent = f"models:/{loaded.name}/{loaded.version}" if loaded.version else loaded.model_uri
+    uri, version = register_reward_model(result, register_as, parent_model_uri=parent, dataset_digest=data.digest,
+                                         experiment=experiment)
+    from rlops_plugin.flavor import registry
+
+    run_id = registry.client().get_model_version(register_as, version).run_id
+    record_event(AuditEvent("judge_update", register_as, version, decision="registered",
+                            reason=f"reward model trained on {data.digest[:19]} from {parent}",
+                            metrics={k: v for k, v in result.metrics.items() if isinstance(v, float)},
+                            details={"judge_kind": "reward_model", "model_uri": uri, "parent": parent,
+                                     "dataset_digest": data.digest, "run_id": run_id,
+                                     "agreement": {k: v for k, v in result.metrics.items() if k.startswith("eval/")}}))
+    return result, uri, version
+
+
 def calibrated(config: dict[str, Any], calibration: Calibration) -> dict[str, Any]:
     """``config`` with ``extra_randomization`` centred on the calibration's fitted values."""
     return {**config, "extra_randomization": {**(config.get("extra_randomization") or {}),

@@ -208,3 +208,33 @@ def test_training_refuses_what_it_cannot_learn_from(triage_agent, cartpole_bundl
         train_reward_model(triage_agent, few, RewardModelConfig(holdout_fraction=0.2))
     with pytest.raises(ConfigError, match=r"holdout_fraction: in \[0, 1\)"):
         RewardModelConfig(holdout_fraction=1.0)
+
+
+@pytest.mark.integration
+def test_rlops_train_reward_model_registers_the_judge_with_an_audit_event(triage_agent, traffic, tracking,
+                                                                         model_name, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from rlops_plugin import flavor
+    from rlops_plugin.audit.events import list_events
+
+    with mlflow.start_run():
+        flavor.log_model(triage_agent, name="policy", registered_model_name=model_name)
+    train_data, _ = traffic
+    train_data.save(tmp_path / "pairs")
+    judge_name = f"{model_name}-rm"
+    out = subprocess.run([sys.executable, "-m", "rlops_plugin.cli", "train", "--trainer", "reward_model", "--init",
+                          f"models:/{model_name}/1", "--dataset", str(tmp_path / "pairs"), "--set", "steps=60",
+                          "--register", judge_name], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "MLFLOW_TRACKING_URI": tracking})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"registered {judge_name} version 1" in out.stdout and "held-out agreement" in out.stdout
+    scorer = load_reward_model(f"models:/{judge_name}/1")
+    assert scorer.manifest["dataset_digest"] == train_data.digest
+    (event,) = list_events(judge_name, kinds=["judge_update"])
+    details = event.details
+    assert details["parent"] == f"models:/{model_name}/1" and details["dataset_digest"] == train_data.digest

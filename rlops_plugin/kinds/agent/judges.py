@@ -336,8 +336,14 @@ class CodeJudge(Judge):
 
     def score(self, messages: Messages, response: Choice, task: Mapping[str, Any] | None = None,
               tools: Tools = None) -> float:
-        """The grader's score of ``response`` (``messages`` are not passed: graders see the answer and the task)."""
-        value = float(self.function(response, task, tools=tools, **(self.spec.params or {})))
+        """The grader's score of ``response`` (``messages`` are not passed: graders see the answer and the task).
+
+        An OpenAI assistant message is read as a logged choice (``{"name", "arguments"}`` calls), the shape
+        graders take."""
+        choice = {"content": response.get("content"),
+                  "tool_calls": [dict(zip(("name", "arguments"), _call(c), strict=True))
+                                 for c in response.get("tool_calls") or []]}
+        value = float(self.function(choice, task, tools=tools, **(self.spec.params or {})))
         if not math.isfinite(value) or not 0.0 <= value <= 1.0:
             raise ConfigError(f"judge {self.name!r}: grader {self.spec.ref} returned {value}; graders score in [0, 1]")
         return value

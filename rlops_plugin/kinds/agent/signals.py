@@ -63,16 +63,25 @@ class SignalConfig:
     """Items a rater must share with others (or with gold) before the agreement is judged."""
     gold: Mapping[str, float] = field(default_factory=dict)
     """Gold labels: decision id -> normalised rating (1 good, 0 bad) of known answers."""
+    judge_min_agreement: float = 0.8
+    """A judge must agree with the human pairs of the same log at least this often before it labels pairs."""
+    judge_min_pairs: int = 10
+    """Human pairs the judge must decide for its agreement to count."""
+    judge_max_failure_rate: float = 0.1
+    """Share of failed judge comparisons (timeouts, malformed answers) above which extraction fails."""
 
 
 def build_agent_preferences(store: ExperienceStore, model: str, bundle: PolicyBundle,
                             policy_versions: list[str] | None = None, join: JoinConfig | None = None,
                             config: SignalConfig | None = None, now: float | None = None,
-                            name: str | None = None) -> Dataset:
+                            name: str | None = None, judge: Any = None) -> Dataset:
     """Every training signal in ``model``'s joined interactions (see the module docstring).
 
-    Raises ``DatasetError`` naming the counts when nothing trainable is left; a dataset of quarantined
-    rows only is refused the same way, never saved as a success.
+    With ``judge`` (a :class:`~rlops_plugin.kinds.agent.judges.Judge`), unreviewed answers to one context that
+    differ are compared by it (source ``judge``), once its agreement with the log's human pairs is measured and
+    high enough (``JudgeAgreementError`` with the numbers otherwise); its name, version and agreement go into
+    the manifest. Raises ``DatasetError`` naming the counts when nothing trainable is left; a dataset of
+    quarantined rows only is refused the same way, never saved as a success.
     """
     config = config or SignalConfig()
     joined = join_interactions(store, join, model=model, now=now)
@@ -135,6 +144,11 @@ def build_agent_preferences(store: ExperienceStore, model: str, bundle: PolicyBu
             rows.append({**base, "signal": "demonstration", "completion": _json([answer]), "source": "approved",
                          "quarantine": None})
     rows += _rating_pairs(reviewed, config)
+    judges = []
+    if judge is not None:
+        judged, record = _judge_pairs(judge, rows, frame[~used], config)
+        rows += judged
+        judges.append(record)
     rows = _drop_duplicates_and_conflicts(rows, excluded)
     _quarantine_unsafe(rows, safety, bundle)
     trainable = [r for r in rows if r.get("quarantine") is None]
@@ -158,7 +172,8 @@ def build_agent_preferences(store: ExperienceStore, model: str, bundle: PolicyBu
         "safety_graders": [g["name"] for g in safety.graders] if safety else [],
         "join": joined.counts, "policy_versions": sorted(set(frame["policy_version"])),
         "env_sha": hashes["env"], "reward_sha": hashes["reward"], "reward_ref": bundle.reward_spec.ref,
-        "built_with_bundle": hashes["bundle"], "judges": [], "created_at": time.time(), "rlops_version": __version__,
+        "built_with_bundle": hashes["bundle"], "judges": judges, "created_at": time.time(),
+        "rlops_version": __version__,
     }
     return Dataset("preferences", columns, manifest)
 
@@ -324,6 +339,43 @@ def _rating_pairs(reviewed: pd.DataFrame, config: SignalConfig) -> list[dict[str
                             "quarantine": "identical" if _same(chosen, rejected) else None})
                 made += 1
     return out
+
+
+def _judge_pairs(judge: Any, rows: list[dict[str, Any]], unreviewed: pd.DataFrame,
+                 config: SignalConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Pairs the judge decides among unreviewed answers to one context, after its agreement with the humans."""
+    from rlops_plugin.kinds.agent.judges import judge_agreement, label_pairs, require_agreement
+
+    human = [(json.loads(r["prompt"]), json.loads(r["chosen"])[0], json.loads(r["rejected"])[0],
+              json.loads(r["tools"]) or None) for r in rows if r["signal"] == "pair" and r.get("quarantine") is None]
+    agreement = require_agreement(judge_agreement(judge, human), config.judge_min_agreement, config.judge_min_pairs)
+    groups: dict[str, list[pd.Series]] = {}
+    for _, row in unreviewed.iterrows():
+        groups.setdefault(_prompt(row) + "\x00" + _json(row["tools"] or []), []).append(row)
+    items, sources = [], []
+    for answers in groups.values():
+        distinct: dict[str, pd.Series] = {}
+        for row in answers:
+            distinct.setdefault(_json(_canonical(assistant_message(row["content"], row["tool_calls"]))), row)
+        unique = list(distinct.values())[:config.max_pairs_per_context + 1]
+        for a, b in zip(unique, unique[1:], strict=False):
+            items.append((list(a["messages"] or []), assistant_message(a["content"], a["tool_calls"]),
+                          assistant_message(b["content"], b["tool_calls"]), list(a["tools"] or []) or None))
+            sources.append((a, b))
+    judged = label_pairs(judge, items, max_failure_rate=config.judge_max_failure_rate)
+    out = []
+    for (a, b), comparison in zip(sources, judged.comparisons, strict=True):
+        if comparison.winner not in ("a", "b"):
+            continue
+        hi, lo = (a, b) if comparison.winner == "a" else (b, a)
+        out.append({"signal": "pair", "prompt": _prompt(hi), "tools": _json(hi["tools"] or []),
+                    "chosen": _json([assistant_message(hi["content"], hi["tool_calls"])]),
+                    "rejected": _json([assistant_message(lo["content"], lo["tool_calls"])]), "source": "judge",
+                    "decision_id": f"{hi['decision_id']}>{lo['decision_id']}", "rater": f"judge:{judge.name}",
+                    "policy_version": hi["policy_version"], "quarantine": None})
+    record = {"name": judge.name, "version": judge.version, "agreement": agreement.to_dict(),
+              "comparisons": judged.counts()}
+    return out, record
 
 
 def _drop_duplicates_and_conflicts(rows: list[dict[str, Any]], excluded: dict[str, int]) -> list[dict[str, Any]]:

@@ -131,3 +131,25 @@ def test_a_gold_label_set_judges_a_lone_rater(tmp_path, triage_agent):
         build(tmp_path, triage_agent, records, events, config=SignalConfig(gold=gold))
     data = build(tmp_path / "no-gold", triage_agent, records, events)
     assert data.manifest["signals"]["binary"] == 5 and data.manifest["quarantined"] == {}
+
+
+def test_a_judge_labels_unreviewed_answers_only_after_agreeing_with_the_humans(tmp_path, triage_agent):
+    from rlops_plugin.kinds.agent import graders
+    from rlops_plugin.kinds.agent.judges import JudgeAgreementError, JudgeSpec, make_judge
+
+    edited = [interaction(f"help with invoice {i}", [[REFUND], [BILLING]]) for i in range(10)]
+    unreviewed = [interaction(f"my invoice {i} is wrong", [[BILLING], [REFUND]]) for i in range(3)]
+    events = [edit(r, 0, [BILLING]) for r in edited]
+    safe = make_judge(JudgeSpec.from_function("no_refund", graders.no_forbidden_tool,
+                                              params={"forbidden": ["issue_refund"]}))
+    data = build(tmp_path, triage_agent, edited + unreviewed, events, judge=safe)
+    (record,) = data.manifest["judges"]
+    assert record["name"] == "no_refund" and record["version"] == safe.version
+    assert record["agreement"]["agreed"] == 10 and record["agreement"]["rate"] == 1.0
+    assert record["comparisons"] == {"n": 3, "decided": 3, "ties": 0, "failed": 0}
+    judged = [r for r in trainable_rows(data, "pair") if r["source"] == "judge"]
+    assert len(judged) == 3 and all(r["chosen"][0]["tool_calls"][0]["function"]["name"] == "route" for r in judged)
+    indifferent = make_judge(JudgeSpec.from_function("refusal", graders.refusal))  # no answer refuses: all ties
+    with pytest.raises(JudgeAgreementError,
+                       match=r"judge 'refusal' decided only 0 of 10 human-labelled pairs \(10 ties"):
+        build(tmp_path / "tie", triage_agent, edited + unreviewed, events, judge=indifferent)
