@@ -22,12 +22,18 @@ from typing import Any, ClassVar
 from rlops_plugin.bundle.bundle import PolicyBundle
 from rlops_plugin.errors import ConfigError
 from rlops_plugin.experience.dataset import Dataset
-from rlops_plugin.kinds.agent.policy import AgentPolicy, model_file_allowed
+from rlops_plugin.kinds.agent.policy import AgentPolicy
 from rlops_plugin.kinds.agent.specs import GraderSpec
 from rlops_plugin.kinds.agent.tasks import DEFAULT_MAX_NEW_TOKENS, with_system_prompt
-from rlops_plugin.local.threads import threads_for, torch_threads
-from rlops_plugin.training.agent_reward import _history_callback, reward_model_scorer
-from rlops_plugin.training.agent_trl import _OUTPUTS, _common_args
+from rlops_plugin.training.agent_reward import reward_model_scorer
+from rlops_plugin.training.agent_trl import (
+    _OUTPUTS,
+    _common_args,
+    history_callback,
+    run_metrics,
+    run_trl,
+    save_checkpoint,
+)
 from rlops_plugin.training.base import Progress, Trainer, TrainResult
 
 Reward = Callable[..., list[float]]
@@ -145,8 +151,6 @@ class AgentGRPOTrainer(Trainer):
         """Sample, grade and update for ``config.steps`` steps from ``init``'s checkpoint; a new agent policy."""
         import torch
         from datasets import Dataset as HFDataset
-        from transformers import TrainerCallback
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         if data is not None:
             raise ConfigError("agent GRPO learns in the task environment; do not pass a dataset")
@@ -169,7 +173,7 @@ class AgentGRPOTrainer(Trainer):
         limit = config.max_completion_length or int((policy.agent.get("generation") or {}).get(
             "max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
         history: list[tuple[int, dict[str, float]]] = []
-        record = _history_callback(TrainerCallback, history, progress, config.steps)
+        record = history_callback(history, progress, config.steps)
 
         trl_config, trl_trainer = _trl_grpo()
         out = Path(tempfile.mkdtemp(prefix="rlops-agent-grpo-"))
@@ -182,20 +186,9 @@ class AgentGRPOTrainer(Trainer):
                           model_init_kwargs={"use_safetensors": True, "local_files_only": True})
         trainer = trl_trainer(model=model, reward_funcs=rewards, args=args, train_dataset=HFDataset.from_list(rows),
                               processing_class=tokenizer, callbacks=[record])
-        for callback in (PrinterCallback, ProgressCallback):
-            trainer.remove_callback(callback)
-        with torch_threads(config.torch_threads or threads_for(model)):
-            result = trainer.train()
-        trained = trainer.model
-        trained.eval()
-        checkpoint = out / "model"
-        trained.save_pretrained(checkpoint, safe_serialization=True)
-        tokenizer.save_pretrained(checkpoint)
-        files = {p.name: p for p in checkpoint.iterdir() if model_file_allowed(p.name)}
-        metrics = {"train/loss": float(result.training_loss), "train/steps": float(result.global_step),
-                   "data/tasks": float(len(tasks))}
-        if history:
-            metrics.update({k.replace("trl/", "train/", 1): v for k, v in history[-1][1].items() if k != "trl/loss"})
+        result, trained = run_trl(trainer, config.torch_threads)
+        files = save_checkpoint(trained, tokenizer, out / "model")
+        metrics = {"data/tasks": float(len(tasks)), **run_metrics(result, history)}
         return TrainResult(AgentPolicy(files, policy.agent), metrics, history)
 
 

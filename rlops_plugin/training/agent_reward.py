@@ -40,7 +40,18 @@ from rlops_plugin.kinds.agent.judges import Agreement, Comparison, Judge, JudgeS
 from rlops_plugin.kinds.agent.policy import AgentPolicy, model_file_allowed
 from rlops_plugin.kinds.agent.signals import assistant_message, signal_counts, trainable_rows
 from rlops_plugin.local.threads import threads_for, torch_threads
-from rlops_plugin.training.agent_trl import _OUTPUTS, _answer, _common_args, _messages, _tools, _with_tools
+from rlops_plugin.training.agent_trl import (
+    _OUTPUTS,
+    _answer,
+    _common_args,
+    _messages,
+    _tools,
+    _with_tools,
+    history_callback,
+    run_metrics,
+    run_trl,
+    save_checkpoint,
+)
 from rlops_plugin.training.base import Progress, require_data
 
 KIND = "reward_model"
@@ -112,8 +123,6 @@ def train_reward_model(init: PolicyBundle, data: Dataset | None, config: RewardM
     """Train a reward model from ``init``'s agent checkpoint on ``data``'s ``pair`` rows (module docstring)."""
     import torch
     import trl
-    from transformers import TrainerCallback
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     config = config or RewardModelConfig()
     data = require_data(data, "preferences")
@@ -136,7 +145,7 @@ def train_reward_model(init: PolicyBundle, data: Dataset | None, config: RewardM
     if not examples:
         raise DatasetError(f"all {len(train_rows)} training pairs are longer than {limit} tokens")
     history: list[tuple[int, dict[str, float]]] = []
-    record = _history_callback(TrainerCallback, history, progress, config.steps)
+    record = history_callback(history, progress, config.steps)
     out = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="rlops-reward-model-"))
     if output_dir is None:
         _OUTPUTS.append(str(out))
@@ -149,23 +158,11 @@ def train_reward_model(init: PolicyBundle, data: Dataset | None, config: RewardM
 
     trainer = trl.RewardTrainer(model=model, args=args, train_dataset=HFDataset.from_list(_with_tools(examples)),
                                 processing_class=tokenizer, callbacks=[record])
-    for callback in (PrinterCallback, ProgressCallback):
-        trainer.remove_callback(callback)
-    with torch_threads(config.torch_threads or threads_for(model)):
-        result = trainer.train()
-    trained = trainer.model
-    trained.eval()
+    result, trained = run_trl(trainer, config.torch_threads)
     directory = out / ARTIFACT_NAME
-    trained.save_pretrained(directory, safe_serialization=True)
-    tokenizer.save_pretrained(directory)
-    for path in directory.iterdir():
-        if not model_file_allowed(path.name):
-            path.unlink()
-    metrics = {"train/loss": float(result.training_loss), "train/steps": float(result.global_step),
-               "data/pairs": float(len(examples)), "data/held_out_pairs": float(len(held_rows)),
-               "data/excluded_too_long": float(too_long)}
-    if history:
-        metrics.update({k.replace("trl/", "train/", 1): v for k, v in history[-1][1].items() if k != "trl/loss"})
+    save_checkpoint(trained, tokenizer, directory)
+    metrics = {"data/pairs": float(len(examples)), "data/held_out_pairs": float(len(held_rows)),
+               "data/excluded_too_long": float(too_long), **run_metrics(result, history)}
     held_out = [_human_pair(row) for row in held_rows]
     _write_manifest(directory, policy, init, data, config, metrics)
     if held_out:
@@ -230,22 +227,6 @@ def _tokens(tokenizer: Any, example: Mapping[str, Any], side: str) -> int:
     tools = json.loads(example["tools"]) or None
     return len(tokenizer.apply_chat_template(example["prompt"] + example[side], tools=tools, tokenize=True,
                                              return_dict=True)["input_ids"])
-
-
-def _history_callback(base: type, history: list[tuple[int, dict[str, float]]], progress: Progress | None,
-                      total: int) -> Any:
-    """A transformers callback recording TRL's logged metrics as ``trl/<name>`` (and telling ``progress``)."""
-
-    class _Record(base):  # type: ignore[misc, valid-type]
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-            values = {f"trl/{k}": float(v) for k, v in (logs or {}).items()
-                      if isinstance(v, (int, float)) and math.isfinite(v)}
-            if values:
-                history.append((int(state.global_step), values))
-                if progress is not None:
-                    progress(int(state.global_step), total, values)
-
-    return _Record()
 
 
 def _human_pair(row: Mapping[str, Any]) -> HumanPair:

@@ -106,8 +106,6 @@ class AgentTRLTrainer(Trainer):
               progress: Progress | None = None) -> TrainResult:
         """Fine-tune ``init``'s checkpoint on the dataset's rows of this trainer's signal."""
         import torch
-        from transformers import TrainerCallback
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         data = require_data(data, self.data_kind)
         policy = init.policy
@@ -133,37 +131,16 @@ class AgentTRLTrainer(Trainer):
             raise DatasetError(f"all {len(rows)} {self.signal} rows are longer than {limit} tokens (the model's "
                                "context or max_length)")
         history: list[tuple[int, dict[str, float]]] = []
-        total = config.steps
-
-        class _Record(TrainerCallback):
-            def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-                values = {f"trl/{k}": float(v) for k, v in (logs or {}).items()
-                          if isinstance(v, (int, float)) and math.isfinite(v)}
-                if values:
-                    history.append((int(state.global_step), values))
-                    if progress is not None:
-                        progress(int(state.global_step), total, values)
-
         out = Path(tempfile.mkdtemp(prefix="rlops-agent-update-"))
         _OUTPUTS.append(str(out))
-        trainer = self.make_trainer(policy, model, tokenizer, examples, config, out / "trl", [_Record()])
-        for callback in (PrinterCallback, ProgressCallback):
-            trainer.remove_callback(callback)
-        with torch_threads(config.torch_threads or threads_for(model)):
-            result = trainer.train()
-        trained = trainer.model
+        trainer = self.make_trainer(policy, model, tokenizer, examples, config, out / "trl",
+                                    [history_callback(history, progress, config.steps)])
+        result, trained = run_trl(trainer, config.torch_threads)
         if config.lora:
             trained = trained.merge_and_unload()
-        trained.eval()
-        checkpoint = out / "model"
-        trained.save_pretrained(checkpoint, safe_serialization=True)
-        tokenizer.save_pretrained(checkpoint)
-        files = {p.name: p for p in checkpoint.iterdir() if model_file_allowed(p.name)}
-        metrics = {"train/loss": float(result.training_loss), "train/steps": float(result.global_step),
-                   "data/rows": float(len(examples)), "data/excluded_too_long": float(too_long)}
-        if history:
-            metrics.update({k.replace("trl/", "train/", 1): v for k, v in history[-1][1].items()
-                            if k != "trl/loss"})
+        files = save_checkpoint(trained, tokenizer, out / "model")
+        metrics = {"data/rows": float(len(examples)), "data/excluded_too_long": float(too_long),
+                   **run_metrics(result, history)}
         return TrainResult(AgentPolicy(files, policy.agent), metrics, history)
 
     # ----- what a subclass says -------------------------------------------------------------
@@ -183,6 +160,57 @@ class AgentTRLTrainer(Trainer):
                      config: Any, output_dir: Path, callbacks: list[Any]) -> Any:
         """The configured TRL trainer."""
         raise NotImplementedError
+
+
+def history_callback(history: list[tuple[int, dict[str, float]]], progress: Progress | None, total: int) -> Any:
+    """A transformers callback recording TRL's logged metrics as ``trl/<name>`` with their step (and telling
+    ``progress``): what the update's MLflow run logs as its metric history."""
+    from transformers import TrainerCallback
+
+    class _Record(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            values = {f"trl/{k}": float(v) for k, v in (logs or {}).items()
+                      if isinstance(v, (int, float)) and math.isfinite(v)}
+            if values:
+                history.append((int(state.global_step), values))
+                if progress is not None:
+                    progress(int(state.global_step), total, values)
+
+    return _Record()
+
+
+def run_trl(trainer: Any, threads: int = 0) -> tuple[Any, Any]:
+    """Train a TRL trainer quietly (its stdout printers removed) on ``threads`` (0: by model size);
+    returns the train output and the trained model in eval mode."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for callback in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(callback)
+    with torch_threads(threads or threads_for(trainer.model)):
+        result = trainer.train()
+    trainer.model.eval()
+    return result, trainer.model
+
+
+def save_checkpoint(model: Any, tokenizer: Any, directory: Path) -> dict[str, Path]:
+    """Save weights (safetensors) and tokenizer; return the files an agent checkpoint may hold (others removed)."""
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    files = {}
+    for path in sorted(directory.iterdir()):
+        if model_file_allowed(path.name):
+            files[path.name] = path
+        else:
+            path.unlink()
+    return files
+
+
+def run_metrics(result: Any, history: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
+    """``train/loss``, ``train/steps`` and the last logged TRL metrics as ``train/<name>``."""
+    metrics = {"train/loss": float(result.training_loss), "train/steps": float(result.global_step)}
+    if history:
+        metrics.update({k.replace("trl/", "train/", 1): v for k, v in history[-1][1].items() if k != "trl/loss"})
+    return metrics
 
 
 def _messages(policy: AgentPolicy, messages: list[Mapping[str, Any]]) -> list[dict[str, str]]:
