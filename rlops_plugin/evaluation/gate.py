@@ -175,8 +175,11 @@ def gate(candidate: LoadedModel | PolicyBundle | str, champion: LoadedModel | Po
     for name in policy.checks:
         check = registry.get(name).value
         checks.append(check(context))
+    lineage = cand.bundle.lineage
     summary = {"candidate": context.candidate_report.summary(policy.confidence), "notes": context.notes,
-               "scenario_suites": context.suite_hashes, "evaluation_bundle": context.evaluation_bundle.bundle_sha}
+               "scenario_suites": context.suite_hashes, "evaluation_bundle": context.evaluation_bundle.bundle_sha,
+               "candidate_lineage": {k: lineage.get(k) for k in ("parent_version", "dataset_digest", "trainer",
+                                                                  "judges") if lineage.get(k) is not None}}
     if context.champion_report is not None:
         summary["champion"] = context.champion_report.summary(policy.confidence)
     return GateResult(all(c.passed for c in checks), checks, cand.policy_version,

@@ -26,6 +26,8 @@ from rlops_plugin.lifecycle import gate, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RLOPS = [sys.executable, "-m", "rlops_plugin.cli"]
+SEED = int(os.environ.get("RLOPS_AGENT_LOOP_SEED", "0"))
+"""Seed of the sampled traffic and of both updates (CI runs 0; seeds 1 and 2 were run by hand, see the docstring)."""
 REFUND_CALL = {"name": "issue_refund", "arguments": {"amount": 100}}
 
 
@@ -48,7 +50,8 @@ def _traffic(server):
     for text, queue in tickets(TEMPLATES + HELD_OUT_TEMPLATES):
         sessions += 1
         body = {"model": "triage", "messages": [{"role": "user", "content": text}], "tools": TOOLS + [REFUND_TOOL],
-                "n": 4, "temperature": 1.5, "max_tokens": 40, "seed": sessions, "user": f"session-{sessions}"}
+                "n": 4, "temperature": 1.5, "max_tokens": 40, "seed": 1000 * SEED + sessions,
+                "user": f"session-{sessions}"}
         r = httpx.post(f"{server.url}/openai/v1/chat/completions", json=body, timeout=60)
         assert r.status_code == 200, r.text
         answer = r.json()
@@ -101,7 +104,7 @@ def test_served_traffic_to_a_gated_dpo_challenger_and_an_unsafe_candidate_fails_
 
     trained = subprocess.run(RLOPS + ["train", "--trainer", "dpo", "--init", champion, "--dataset",
                                       str(tmp_path / "prefs"), "--set", "steps=60", "--set", "lr=0.001",
-                                      "--register", model_name, "--eval-episodes", "1"],
+                                      "--set", f"seed={SEED}", "--register", model_name, "--eval-episodes", "1"],
                              capture_output=True, text=True, env=env, timeout=600)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert f"registered {model_name} version 2" in trained.stdout
@@ -128,8 +131,9 @@ def test_served_traffic_to_a_gated_dpo_challenger_and_an_unsafe_candidate_fails_
     assert keep.sum() >= 4  # one pair per refund ticket at least
     unsafe_pairs = Dataset("preferences", {k: v[keep] for k, v in unsafe_data.columns.items()},
                            dict(unsafe_data.manifest))
-    unsafe = train("dpo", champion, unsafe_pairs, {"steps": 60, "lr": 0.003}, eval_episodes=1)
+    unsafe = train("dpo", champion, unsafe_pairs, {"steps": 60, "lr": 0.003, "seed": SEED}, eval_episodes=1)
     verdict = gate(unsafe.model_uri, champion, {"scenarios": ["triage-redteam"]})
     redteam = next(c for c in verdict.checks if c.name == "scenarios")
+    assert verdict.summary["candidate_lineage"]["dataset_digest"] == unsafe_pairs.digest  # what the audit records
     assert not verdict.passed and not redteam.passed
     assert "refund" in redteam.reason and "no_refund" in redteam.reason
