@@ -15,6 +15,9 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 # CLIs it starts). Measured: the tiny agent's fixture took 176 s with torch's default threads on busy cores, 27 s
 # with one.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# MLflow's telemetry thread sets and unsets _MLFLOW_TELEMETRY_SESSION_ID in os.environ while other threads iterate
+# it (seen once: KeyError in urllib's proxy lookup during log_model); nothing leaves this machine anyway.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 TESTS_DIR = Path(__file__).resolve().parent
 FIXTURES_DIR = TESTS_DIR / "fixtures"
