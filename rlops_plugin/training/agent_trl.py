@@ -70,6 +70,9 @@ class SFTConfig(AgentTrainConfig):
 
     sources: list[str] = field(default_factory=lambda: ["approved", "correction"])
     """Demonstrations to learn from: ``approved`` answers (replay: what already worked) and ``correction``s."""
+    lr: float = 1e-3
+    """Learning rate; in ``bench/agent_learning.py`` 1e-3 was the best of 3e-4/1e-3/3e-3 without a red-team
+    regression (3e-4 failed a red-team case)."""
 
 
 @dataclass
