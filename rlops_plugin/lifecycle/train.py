@@ -34,6 +34,9 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
     record the fit in the lineage. With ``register_as`` the final model is registered (see
     :func:`~rlops_plugin.lifecycle.register.register`) and ``alias`` set on it.
     """
+    if trainer == "reward_model":
+        raise ConfigError("a reward model is a judge, not a policy update: use lifecycle.train_reward_model "
+                          "(rlops train --trainer reward_model does)")
     loaded = as_loaded(init)
     kind = kind_of(loaded.bundle)
     trainer = getattr(kind, "trainer_aliases", {}).get(trainer, trainer)

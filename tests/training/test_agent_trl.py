@@ -81,3 +81,5 @@ def test_updates_refuse_data_they_cannot_use(triage_agent, world_change, tmp_pat
               eval_episodes=0)
     with pytest.raises(ConfigError, match="trainer 'cql' does not train agent policies"):
         lifecycle.train("cql", triage_agent, world_change, {})
+    with pytest.raises(ConfigError, match="a reward model is a judge, not a policy update"):
+        lifecycle.train("reward_model", triage_agent, world_change, {})

@@ -89,9 +89,9 @@ class AgentKind:
 
         return AgentModel(name, champion, store=store, options=options)
 
-    trainer_aliases = {"sft": "agent_sft", "dpo": "agent_dpo", "kto": "agent_kto", "grpo": "agent_grpo",
-                       "reward_model": "agent_reward_model"}
-    """``rlops train --trainer dpo`` on an agent means TRL's DPO, not the vector DPO of the same name."""
+    trainer_aliases = {"sft": "agent_sft", "dpo": "agent_dpo", "kto": "agent_kto", "grpo": "agent_grpo"}
+    """``rlops train --trainer dpo`` on an agent means TRL's DPO, not the vector DPO of the same name
+    (``--trainer reward_model`` trains a judge: :func:`rlops_plugin.lifecycle.train_reward_model`)."""
 
     def dataset_builders(self) -> dict[str, Callable[..., Any]]:
         """``preferences``: every signal of the joined interactions (pairs, demonstrations, thumbs, rewards)."""

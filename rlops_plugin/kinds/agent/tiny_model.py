@@ -44,7 +44,8 @@ class TinyModelConfig:
     """Longest tokenized conversation; longer ones are refused."""
     steps: int = 600
     """Optimizer steps over the conversations (full batch). Measured on an 18-ticket triage set: 600
-    steps reproduce 18/18 answers greedily for seeds 0-4; 300 steps gave 11-18/18."""
+    steps reproduce 18/18 answers greedily for seeds 0-4; 300 steps gave 11-18/18. That is recall of
+    the training tickets: an unseen phrasing ("urgent: {} issue") is 0-4 of 6 (bench/agent_learning.py)."""
     lr: float = 3e-3
     """AdamW learning rate."""
     seed: int = 0
