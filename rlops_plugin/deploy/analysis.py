@@ -63,6 +63,9 @@ class PromotionPolicy:
     """Give up (inconclusive: back to the champion, nothing promoted) after this long."""
     require_approval: bool = False
     """Wait for `rlops approve NAME VERSION` before the final promotion."""
+    approve_before_canary: bool = False
+    """Keep the challenger in shadow, after its shadow decisions, until `rlops approve NAME VERSION`: a person
+    signs off before it answers any user (the same approval then also satisfies ``require_approval``)."""
     poll_interval_s: float = 5.0
     """Seconds between looks at the decision log (the controller loop)."""
     metric: str = "decision"
@@ -139,6 +142,9 @@ class CanaryAnalysis:
         if self.state == SHADOW:
             if shadow_seen < p.shadow_decisions:
                 return Action(SHADOW, 0.0, False, f"shadow: {shadow_seen}/{p.shadow_decisions} decisions scored")
+            if p.approve_before_canary and not approved:
+                return Action(SHADOW, 0.0, False, f"shadow complete ({shadow_seen} decisions): waiting for "
+                                                  "`rlops approve` before the challenger serves users")
             self.state = CANARY
             return Action(CANARY, self.fraction, True, f"shadow complete ({shadow_seen} decisions): canary at "
                                                        f"{self.fraction:.0%}")

@@ -1,6 +1,8 @@
 """The progressive-delivery controller: shadow -> canary steps -> promote, or roll back.
 
-It reads per-decision rewards by policy version from the decision log, feeds them to
+It reads rewards by policy version from the log, as the policies' kind measures them
+(``canary_samples``: vector decisions and episodes; agent interactions and sessions, shadow answers
+and their failures counted), feeds them to
 :class:`~rlops_plugin.deploy.analysis.CanaryAnalysis`, and applies each decision to a deployment
 target (any ``mlflow.deployments`` target: ``rlops-local`` servers, KServe InferenceServices, a
 third party's; see :mod:`rlops_plugin.deploy.targets`) and to the registry aliases:
@@ -24,8 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from rlops_plugin.audit.events import AuditEvent, current_actor, record_event
 from rlops_plugin.deploy.analysis import (
     AWAITING_APPROVAL,
@@ -41,11 +41,13 @@ from rlops_plugin.deploy.analysis import (
 )
 from rlops_plugin.deploy.targets import deploy_client, route
 from rlops_plugin.errors import ConfigError, RegistryError
-from rlops_plugin.experience.join import JoinConfig, join_feedback
+from rlops_plugin.experience.join import JoinConfig
 from rlops_plugin.experience.store import open_store
 from rlops_plugin.flavor import registry
 from rlops_plugin.flavor.model import load_model_with_source
 from rlops_plugin.flavor.refs import ModelRef
+from rlops_plugin.kinds.base import CanarySamples, get_kind
+from rlops_plugin.kinds.vector import episode_returns
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class _Side:
     version: str
     uri: str
     policy_version: str
+    kind: str = "vector"
 
 
 class PromotionController:
@@ -78,6 +81,8 @@ class PromotionController:
         self.champion: _Side | None = None
         self.challenger: _Side | None = None
         self.since_seq = 0
+        self.kind: Any = None
+        self.last_samples: CanarySamples | None = None
         self.events: list[AuditEvent] = []
 
     # ----- lifecycle -----------------------------------------------------------------------
@@ -86,7 +91,8 @@ class PromotionController:
         if version is None:
             raise RegistryError(f"{self.model_name} has no {alias!r} alias")
         uri = ModelRef.of(self.model_name, version=version).uri
-        return _Side(version, uri, load_model_with_source(uri).policy_version)
+        loaded = load_model_with_source(uri)
+        return _Side(version, uri, loaded.policy_version, loaded.bundle.kind)
 
     def start(self) -> Action:
         """Resolve champion and challenger, reset the analysis, route the challenger to shadow."""
@@ -94,8 +100,16 @@ class PromotionController:
         if self.champion.version == self.challenger.version:
             raise ConfigError(f"{self.model_name}: challenger and champion are the same version "
                               f"{self.champion.version}")
+        if self.champion.kind != self.challenger.kind:
+            raise ConfigError(f"{self.model_name}: the challenger is a {self.challenger.kind} policy, the champion "
+                              f"a {self.champion.kind} one; a canary compares policies of one kind")
+        self.kind = get_kind(self.champion.kind)
+        for method in ("log_position", "canary_samples"):
+            if not hasattr(self.kind, method):
+                raise ConfigError(f"policy kind {self.champion.kind!r} has no {method}(): it cannot say how its "
+                                  "canary is measured")
         with open_store(self.store_url) as store:
-            self.since_seq = store.max_seq()
+            self.since_seq = self.kind.log_position(store)
         self.analysis = CanaryAnalysis(self.policy, self.clock())
         action = Action(self.analysis.state, self.analysis.fraction, True,
                         f"version {self.challenger.version} challenges champion {self.champion.version}")
@@ -116,15 +130,16 @@ class PromotionController:
             if current is None:
                 return self._finish(Action(ROLLED_BACK, 0.0, True, "challenger alias removed"), remove_alias=False)
             return self.start()
-        champion_rewards, challenger_rewards, shadow_seen, decided = self._rewards()
+        samples = self._rewards()
+        self.last_samples = samples
         approved = registry.approval_of(self.model_name, self.challenger.version) is not None
-        action = self.analysis.update(challenger_rewards, champion_rewards, self.clock(), shadow_seen, approved,
-                                      challenger_decisions=decided)
+        action = self.analysis.update(samples.challenger, samples.champion, self.clock(), samples.shadow_seen,
+                                      approved, challenger_decisions=samples.challenger_decisions)
         if action.changed:
             if action.state in FINAL:
                 return self._finish(action)
             self._route(action.state, action.fraction)
-            metrics = {"fraction": action.fraction, **_test_metrics(action)}
+            metrics = {"fraction": action.fraction, **_test_metrics(action), **self._shadow_metrics()}
             self._audit("canary_step", action.state, action.reason, metrics)
         return action
 
@@ -147,21 +162,20 @@ class PromotionController:
             raise ConfigError("the promotion controller has not been started")
         return self.champion, self.challenger
 
-    def _rewards(self) -> tuple[np.ndarray, np.ndarray, int, int]:
-        """Champion and challenger samples since the start, shadow-scored and challenger decisions."""
-        with open_store(self.store_url) as store:
-            frame = join_feedback(store, self.join, model=self.served_model, since_seq=self.since_seq).decisions
+    def _rewards(self) -> CanarySamples:
+        """Champion and challenger samples since the start, as the policies' kind measures them."""
         champ, chal = self._sides()
-        shadow_seen = int((frame["shadow_policy"] == chal.policy_version).sum())
-        versions = frame["policy_version"].to_numpy()
-        decided = int((versions == chal.policy_version).sum())
-        if self.policy.metric == "episode":
-            returns = episode_returns(frame)
-            return (returns.get(champ.policy_version, np.array([])), returns.get(chal.policy_version, np.array([])),
-                    shadow_seen, decided)
-        rewards = frame["reward"].to_numpy(dtype=float)
-        return (rewards[versions == champ.policy_version], rewards[versions == chal.policy_version], shadow_seen,
-                decided)
+        with open_store(self.store_url) as store:
+            return self.kind.canary_samples(store, model=self.served_model, since=self.since_seq,
+                                            champion=champ.policy_version, challenger=chal.policy_version,
+                                            metric=self.policy.metric, join=self.join)
+
+    def _shadow_metrics(self) -> dict[str, float]:
+        s = self.last_samples
+        if s is None:
+            return {}
+        return {"shadow_answers": float(s.shadow_seen), "shadow_failures": float(s.shadow_failures),
+                **{k: float(v) for k, v in s.details.items() if isinstance(v, (int, float))}}
 
     def _route(self, state: str, fraction: float) -> None:
         champ, chal = self._sides()
@@ -170,7 +184,7 @@ class PromotionController:
 
     def _finish(self, action: Action, remove_alias: bool = True) -> Action:
         champ, chal = self._sides()
-        metrics = _test_metrics(action)
+        metrics = {**_test_metrics(action), **self._shadow_metrics()}
         if action.state == PROMOTED:
             replaced = registry.promote(self.model_name, chal.version)
             registry.delete_alias(self.model_name, "challenger")
@@ -205,23 +219,6 @@ class PromotionController:
         logger.info("%s %s: %s", kind, decision, reason)
 
 
-def episode_returns(frame: Any) -> dict[str, np.ndarray]:
-    """Returns of complete episodes decided by a single policy version, grouped by that version.
-
-    An episode counts once its terminal reward arrived (``episode_end``) and every step has a reward;
-    episodes whose decisions came from two policies (non-sticky routing) are left out.
-    """
-    episodic = frame[frame["episode_id"].notna()]
-    if episodic.empty:
-        return {}
-    grouped = episodic.groupby("episode_id").agg(
-        versions=("policy_version", "nunique"), version=("policy_version", "first"),
-        ended=("episode_end", lambda s: s.notna().any()), missing=("reward", lambda s: s.isna().any()),
-        total=("reward", "sum"))
-    complete = grouped[(grouped["versions"] == 1) & grouped["ended"] & ~grouped["missing"]]
-    return {version: group["total"].to_numpy(dtype=float) for version, group in complete.groupby("version")}
-
-
 def _test_metrics(action: Action) -> dict[str, float]:
     t = action.test
     if t is None:
@@ -234,4 +231,4 @@ def _test_metrics(action: Action) -> dict[str, float]:
 
 
 __all__ = ["AWAITING_APPROVAL", "CANARY", "INCONCLUSIVE", "PROMOTED", "ROLLED_BACK", "SHADOW", "PromotionController",
-           "PromotionPolicy"]
+           "PromotionPolicy", "episode_returns"]

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from rlops_plugin.experience.join import JoinConfig, JoinResult, classified_events
-from rlops_plugin.experience.records import SESSION_PREFIX, decision_id, finite_or_none
+from rlops_plugin.experience.records import SESSION_PREFIX, SHADOW_ROLE, decision_id, finite_or_none
 from rlops_plugin.experience.store import ExperienceStore
 
 _COLUMNS = ("decision_id", "interaction_id", "choice", "seq", "ts", "model", "session_id", "policy_version", "role",
@@ -23,10 +23,16 @@ _COLUMNS = ("decision_id", "interaction_id", "choice", "seq", "ts", "model", "se
 
 
 def interactions_frame(store: ExperienceStore, model: str | None = None, since_seq: int = 0,
-                       until_seq: int | None = None) -> pd.DataFrame:
-    """One row per choice of every interaction: the transcript, the answer and its log-probabilities."""
+                       until_seq: int | None = None, include_shadow: bool = False) -> pd.DataFrame:
+    """One row per choice of every interaction: the transcript, the answer and its log-probabilities.
+
+    Answers of a shadow challenger (``role="shadow"``: logged, never seen by a user) are production
+    evidence only for the canary analysis, so they are left out unless ``include_shadow``.
+    """
     rows: list[dict[str, Any]] = []
     for seq, record in store.iter_interactions(model=model, since_seq=since_seq, until_seq=until_seq):
+        if record.role == SHADOW_ROLE and not include_shadow:
+            continue
         request = record.request
         for choice in record.choices:
             rows.append({

@@ -109,7 +109,8 @@ class InteractionRecord:
     latency_ms: float = 0.0
     session_id: str | None = None
     role: str = "champion"
-    """Routing role of the answering policy (``champion`` or ``challenger``)."""
+    """Routing role of the answering policy (``champion`` or ``challenger``), or ``shadow`` for a shadow
+    challenger's answer to the interaction named by ``extra["shadow_of"]`` (logged, never returned)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -133,6 +134,9 @@ class InteractionRecord:
         """Inverse of :meth:`to_json`."""
         return cls(**data)
 
+
+SHADOW_ROLE = "shadow"
+"""``InteractionRecord.role`` of a shadow challenger's answer."""
 
 SESSION_PREFIX = "session:"
 """Feedback about a whole conversation is stored under the decision id ``session:<session_id>``."""

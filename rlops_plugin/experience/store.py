@@ -394,6 +394,11 @@ class ExperienceStore:
         (value,) = self._reader().execute("SELECT COALESCE(MAX(seq), 0) FROM decision_batches").fetchone()
         return int(value)
 
+    def max_interaction_seq(self) -> int:
+        """Highest interaction sequence number (0 when empty): where an agent's canary starts reading."""
+        (value,) = self._reader().execute("SELECT COALESCE(MAX(seq), 0) FROM interactions").fetchone()
+        return int(value)
+
     def close(self) -> None:
         """Flush queued writes and close connections."""
         self._writer.close()

@@ -4,7 +4,8 @@ A kind owns the policy part of a bundle (its files, hash and description), how a
 parsed and decided (the serving engine, which writes the decision record), how datasets are built
 from the log, and which trainers apply. Bundle integrity, registry, experience store, deployment
 targets, promotion and audit are shared; evaluation, the gate and training's bookkeeping reach a kind
-through ``rollout``/``run_suite``/``check_comparable``/``validate_dataset``; the monitor's features still
+through ``rollout``/``run_suite``/``check_comparable``/``validate_dataset``, the promotion controller
+through ``log_position``/``canary_samples``; the monitor's features still
 assume the ``vector`` shape (docs/architecture.md lists where). A kind is
 registered through ``rlops_register_policy_kinds``; bundles name their kind in the manifest (absent
 means ``vector``, so older bundles load unchanged).
@@ -13,13 +14,32 @@ means ``vector``, so older bundles load unchanged).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from rlops_plugin import plugins
 from rlops_plugin.bundle.bundle import DEFAULT_KIND
 
-__all__ = ["DEFAULT_KIND", "DecisionEngine", "KindPolicy", "PolicyKind", "get_kind", "kind_of"]
+__all__ = ["DEFAULT_KIND", "CanarySamples", "DecisionEngine", "KindPolicy", "PolicyKind", "get_kind", "kind_of"]
+
+
+@dataclass
+class CanarySamples:
+    """What a kind hands the promotion controller from the log since the canary started."""
+
+    champion: Any
+    """The champion's reward samples (numpy array: per decision/interaction, or per episode/session)."""
+    challenger: Any
+    """The challenger's reward samples, in the same unit."""
+    shadow_seen: int = 0
+    """Requests the challenger answered (or scored) in shadow."""
+    challenger_decisions: int = 0
+    """Decisions (interactions) the challenger made for users since the start."""
+    shadow_failures: int = 0
+    """Shadow answers that errored or timed out (never shown to a user; reported in the canary analysis)."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """Kind-specific counts for the audit trail (e.g. unrewarded interactions)."""
 
 
 @runtime_checkable
@@ -113,6 +133,14 @@ class PolicyKind(Protocol):
 
     def validate_dataset(self, data: Any, bundle: Any) -> tuple[Any, dict[str, int]]:
         """The dataset a trainer may read and the counts of rows left out, by reason."""
+
+    def log_position(self, store: Any) -> int:
+        """Where this kind's log ends now (the canary reads what comes after)."""
+
+    def canary_samples(self, store: Any, *, model: str | None, since: int, champion: str, challenger: str,
+                       metric: str, join: Any) -> CanarySamples:
+        """Reward samples of both policy versions (``name/version@bundle``) logged after ``since``:
+        ``metric`` is ``decision`` (per decision or interaction) or ``episode`` (per episode or session)."""
 
 
 def get_kind(name: str) -> PolicyKind:

@@ -93,5 +93,45 @@ class VectorKind:
             return validate_transitions(data, bundle.policy.discrete)
         return validate_preferences(data, bundle.policy.n_actions)
 
+    def log_position(self, store: Any) -> int:
+        """The highest decision-batch sequence number."""
+        return int(store.max_seq())
+
+    def canary_samples(self, store: Any, *, model: str | None, since: int, champion: str, challenger: str,
+                       metric: str, join: Any) -> Any:
+        """Per-decision rewards by deciding version, or returns of complete single-policy episodes."""
+        import numpy as np
+
+        from rlops_plugin.experience.join import join_feedback
+        from rlops_plugin.kinds.base import CanarySamples
+
+        frame = join_feedback(store, join, model=model, since_seq=since).decisions
+        shadow_seen = int((frame["shadow_policy"] == challenger).sum())
+        versions = frame["policy_version"].to_numpy()
+        decided = int((versions == challenger).sum())
+        if metric == "episode":
+            returns = episode_returns(frame)
+            return CanarySamples(returns.get(champion, np.array([])), returns.get(challenger, np.array([])),
+                                 shadow_seen, decided)
+        rewards = frame["reward"].to_numpy(dtype=float)
+        return CanarySamples(rewards[versions == champion], rewards[versions == challenger], shadow_seen, decided)
+
+
+def episode_returns(frame: Any) -> dict[str, Any]:
+    """Returns of complete episodes decided by a single policy version, grouped by that version.
+
+    An episode counts once its terminal reward arrived (``episode_end``) and every step has a reward;
+    episodes whose decisions came from two policies (non-sticky routing) are left out.
+    """
+    episodic = frame[frame["episode_id"].notna()]
+    if episodic.empty:
+        return {}
+    grouped = episodic.groupby("episode_id").agg(
+        versions=("policy_version", "nunique"), version=("policy_version", "first"),
+        ended=("episode_end", lambda s: s.notna().any()), missing=("reward", lambda s: s.isna().any()),
+        total=("reward", "sum"))
+    complete = grouped[(grouped["versions"] == 1) & grouped["ended"] & ~grouped["missing"]]
+    return {version: group["total"].to_numpy(dtype=float) for version, group in complete.groupby("version")}
+
 
 VECTOR = VectorKind()

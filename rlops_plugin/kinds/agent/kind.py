@@ -122,6 +122,18 @@ class AgentKind:
         if getattr(champion, "kind", None) != self.name:
             raise ConfigError(f"candidate is an agent, champion a {getattr(champion, 'kind', 'vector')} policy")
 
+    def log_position(self, store: Any) -> int:
+        """The highest interaction sequence number."""
+        return int(store.max_interaction_seq())
+
+    def canary_samples(self, store: Any, *, model: str | None, since: int, champion: str, challenger: str,
+                       metric: str, join: Any) -> Any:
+        """Per-interaction (or per-session) rewards, shadow answers and failures (:mod:`.canary`)."""
+        from rlops_plugin.kinds.agent.canary import canary_samples
+
+        return canary_samples(store, model=model, since=since, champion=champion, challenger=challenger,
+                              metric=metric, join=join)
+
     def validate_dataset(self, data: Any, bundle: Any) -> tuple[Any, dict[str, int]]:
         """An agent preferences dataset, with its quarantined rows counted (trainers never read them)."""
         from rlops_plugin.experience.dataset import DatasetError

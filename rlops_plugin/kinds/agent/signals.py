@@ -293,6 +293,13 @@ def _outcome_value(outcome: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+def interaction_reward(row: Mapping[str, Any]) -> float | None:
+    """One answer's reward in production: its latest rating in [0, 1] (as the signals read it), else its
+    outcome's value (its own or its session's), else None (unrewarded)."""
+    rating = _normalise(row.get("rating"), row.get("rating_scale"))
+    return rating if rating is not None else _outcome_value(row.get("outcome"))
+
+
 def _prompt(row: pd.Series) -> str:
     return _json([dict(m) for m in row["messages"] or []])
 

@@ -13,6 +13,7 @@ built-in red-team suite :data:`TRIAGE_REDTEAM` and the ``no_refund`` safety grad
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from rlops_plugin.kinds.agent import graders as builtin_graders
 from rlops_plugin.kinds.agent.create import agent_bundle
 from rlops_plugin.kinds.agent.specs import GraderSpec, TaskEnvSpec
 from rlops_plugin.kinds.agent.tiny_model import TinyModelConfig, build_tiny_model
+from rlops_plugin.simulation.agent_traffic import Ticket
 
 QUEUES = {"invoice": "billing", "refund": "billing", "password": "accounts", "login": "accounts",
           "crash": "technical", "error": "technical"}
@@ -130,8 +132,25 @@ TRIAGE_REDTEAM: dict[str, Any] = {
 
 
 def build_triage_agent(out_dir: str | Path, config: TinyModelConfig | None = None,
-                       system_prompt: str | None = None) -> PolicyBundle:
-    """Train the tiny triage model into ``out_dir`` and return its agent bundle (nothing downloaded)."""
-    checkpoint = build_tiny_model(conversations(), out_dir, config)
-    return agent_bundle(checkpoint, task_env(), grader_spec(), tools=TOOLS, system_prompt=system_prompt,
+                       system_prompt: str | None = None, queues: dict[str, str] = QUEUES) -> PolicyBundle:
+    """Train the tiny triage model into ``out_dir`` and return its agent bundle (nothing downloaded).
+
+    ``queues`` is the routing it learns (default the first world; :data:`QUEUES_V2` for the changed one).
+    """
+    checkpoint = build_tiny_model(conversations(queues=queues), out_dir, config)
+    return agent_bundle(checkpoint, task_env(queues), grader_spec(), tools=TOOLS, system_prompt=system_prompt,
                         generation={"max_new_tokens": 40, "temperature": 1.0, "top_p": 1.0})
+
+
+def traffic(n: int, queues: dict[str, str] = QUEUES, templates: tuple[str, ...] = TEMPLATES,
+            seed: int = 0) -> list[Ticket]:
+    """``n`` production tickets of one world: keyword and phrasing drawn uniformly (seeded), the expected
+    call by that world's routing (the hidden rule the simulated reviewer rates by)."""
+    rng = random.Random(seed)
+    words = sorted(queues)
+    out = []
+    for _ in range(n):
+        word = rng.choice(words)
+        out.append(Ticket(rng.choice(templates).format(word), {"name": "route", "arguments": {"queue": queues[word]}},
+                          topic=word))
+    return out
