@@ -2,9 +2,14 @@
 
 * ``ServingRuntime`` ``rlops-policy``: the rlops image running ``python -m rlops_plugin.serving``
   for models of format ``rlops`` (KServe v1 and v2 REST on 8080, bound to 0.0.0.0 inside the pod).
+* ``ServingRuntime`` ``rlops-agent``: the same server for agent bundles (format ``rlops-agent``),
+  answering on KServe's OpenAI data plane (``/openai/v1/chat/completions`` and ``/openai/v1/completions``
+  on the same port 8080), with the agent limits as container args and resources for a small LLM.
 * ``InferenceService`` per policy: model URI, challenger and routing through env, resources,
   ``canaryTrafficPercent`` for KServe-native canaries, and a ``logger`` that posts request and
-  response CloudEvents to the rlops feedback collector.
+  response CloudEvents to the rlops feedback collector. An agent's ``InferenceService`` names the
+  agent runtime, its store and trace settings, and no logger: the agent server commits every
+  interaction to the store itself before it answers, and the collector rebuilds only v1 decisions.
 * The feedback collector ``Deployment`` + ``Service`` (``rlops collect``).
 * RBAC for the pipeline's service account: manage InferenceServices in its namespace.
 
@@ -20,10 +25,22 @@ from typing import Any
 import yaml
 
 from rlops_plugin._version import __version__
+from rlops_plugin.bundle.bundle import DEFAULT_KIND
+from rlops_plugin.errors import ConfigError
+from rlops_plugin.kinds.agent.policy import AGENT_KIND
 
 DEFAULT_IMAGE = f"rlops-plugin:{__version__}"
 RUNTIME_NAME = "rlops-policy"
 MODEL_FORMAT = "rlops"
+AGENT_RUNTIME_NAME = "rlops-agent"
+AGENT_MODEL_FORMAT = "rlops-agent"
+"""A format of its own, so KServe never auto-selects the v1/v2 runtime for an agent or the reverse."""
+HTTP_PORT = 8080
+OPENAI_ROUTE_PREFIX = "/openai"
+"""KServe's default prefix of the OpenAI routes (``KSERVE_OPENAI_ROUTE_PREFIX``), pinned in the agent runtime."""
+OPENAI_BASE_PATH = f"{OPENAI_ROUTE_PREFIX}/v1"
+RUNTIMES = {DEFAULT_KIND: (RUNTIME_NAME, MODEL_FORMAT), AGENT_KIND: (AGENT_RUNTIME_NAME, AGENT_MODEL_FORMAT)}
+"""Policy kind -> (ServingRuntime name, model format) of the InferenceServices that serve it."""
 KSERVE_GROUP, KSERVE_VERSION, ISVC_PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 PIPELINE_SERVICE_ACCOUNT = "rlops-pipeline"
 COLLECTOR_NAME = "rlops-feedback"
@@ -47,28 +64,55 @@ def serialize(obj: Any) -> dict[str, Any]:
     return ApiClient().sanitize_for_serialization(obj)
 
 
-def serving_runtime(image: str = DEFAULT_IMAGE) -> dict[str, Any]:
-    """The ``ServingRuntime`` that runs rlops policies."""
-    from kubernetes.client import V1Container, V1ContainerPort, V1ObjectMeta, V1ResourceRequirements
+def _runtime(name: str, model_format: str, image: str, args: list[str], resources: dict[str, dict[str, str]],
+             protocol_versions: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """A ``ServingRuntime`` running ``python -m rlops_plugin.serving`` with ``args`` on port 8080."""
+    from kubernetes.client import V1Container, V1ContainerPort, V1EnvVar, V1ObjectMeta, V1ResourceRequirements
 
     kserve = _kserve()
     container = V1Container(
         name="kserve-container", image=image,
         command=["python", "-m", "rlops_plugin.serving"],
-        args=["--host", "0.0.0.0", "--http_port", "8080", "--model_name", "{{.Name}}"],
-        ports=[V1ContainerPort(container_port=8080, protocol="TCP")],
-        resources=V1ResourceRequirements(requests={"cpu": "500m", "memory": "1Gi"},
-                                         limits={"cpu": "2", "memory": "2Gi"}),
+        args=["--host", "0.0.0.0", "--http_port", str(HTTP_PORT), "--model_name", "{{.Name}}", *args],
+        env=[V1EnvVar(name=k, value=v) for k, v in env.items()] if env else None,
+        ports=[V1ContainerPort(container_port=HTTP_PORT, protocol="TCP")],
+        resources=V1ResourceRequirements(**resources),
     )
     runtime = kserve.V1alpha1ServingRuntime(
         api_version=f"{KSERVE_GROUP}/v1alpha1", kind="ServingRuntime",
-        metadata=V1ObjectMeta(name=RUNTIME_NAME, labels={"app.kubernetes.io/part-of": "rlops"}),
+        metadata=V1ObjectMeta(name=name, labels={"app.kubernetes.io/part-of": "rlops"}),
         spec=kserve.V1alpha1ServingRuntimeSpec(
-            supported_model_formats=[kserve.V1alpha1SupportedModelFormat(name=MODEL_FORMAT, version="1",
+            supported_model_formats=[kserve.V1alpha1SupportedModelFormat(name=model_format, version="1",
                                                                           auto_select=True)],
-            protocol_versions=["v1", "v2"], containers=[container]),
+            protocol_versions=protocol_versions, containers=[container]),
     )
     return serialize(runtime)
+
+
+def serving_runtime(image: str = DEFAULT_IMAGE) -> dict[str, Any]:
+    """The ``ServingRuntime`` that runs rlops vector policies (KServe v1 and v2)."""
+    return _runtime(RUNTIME_NAME, MODEL_FORMAT, image, [],
+                    {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+                    ["v1", "v2"])
+
+
+def agent_serving_runtime(image: str = DEFAULT_IMAGE, *, max_tokens: int = 256, default_max_tokens: int = 64,
+                          max_n: int = 4, time_budget_s: float = 30.0, torch_threads: int = 2) -> dict[str, Any]:
+    """The ``ServingRuntime`` that runs agent bundles on KServe's OpenAI data plane.
+
+    The limits bound what one request may cost (tokens, choices, seconds); ``torch_threads`` matches the
+    InferenceService's default 2 CPUs. Resources fit a small LLM (up to ~1B parameters in fp32 on CPU):
+    the model is downloaded from MLflow into the pod, hence the ephemeral storage. Readiness needs no
+    probe of ours: the server binds its port only once the model is loaded. ``protocolVersions`` lists
+    ``v1`` because KServe matches an InferenceService's (default v1) protocol against it; the OpenAI
+    routes are not a protocol version in the CRD, they are mounted on the same port under ``/openai``.
+    """
+    args = ["--max_tokens", str(max_tokens), "--default_max_tokens", str(default_max_tokens), "--max_n", str(max_n),
+            "--time_budget_s", str(time_budget_s), "--torch_threads", str(torch_threads)]
+    return _runtime(AGENT_RUNTIME_NAME, AGENT_MODEL_FORMAT, image, args,
+                    {"requests": {"cpu": "1", "memory": "4Gi", "ephemeral-storage": "4Gi"},
+                     "limits": {"cpu": "4", "memory": "8Gi", "ephemeral-storage": "10Gi"}},
+                    ["v1"], env={"KSERVE_OPENAI_ROUTE_PREFIX": OPENAI_ROUTE_PREFIX})
 
 
 def inference_service(name: str, model_uri: str, *, namespace: str = "default", tracking_uri: str,
@@ -77,24 +121,55 @@ def inference_service(name: str, model_uri: str, *, namespace: str = "default", 
                       logger_url: str | None = None, exploration: str = "softmax", epsilon: float = 0.0,
                       cpu: str = "500m", memory: str = "1Gi", min_replicas: int = 1,
                       service_account: str | None = None) -> dict[str, Any]:
-    """An ``InferenceService`` serving ``model_uri`` with the rlops runtime."""
+    """An ``InferenceService`` serving the vector policy ``model_uri`` with the rlops runtime."""
+    env = {"RLOPS_MODEL_URI": model_uri, "MLFLOW_TRACKING_URI": tracking_uri, "RLOPS_STORE": store_uri,
+           "RLOPS_ROUTING": routing, "RLOPS_EXPLORATION": exploration, "RLOPS_EPSILON": str(epsilon)}
+    if challenger_uri:
+        env |= {"RLOPS_CHALLENGER_URI": challenger_uri, "RLOPS_CANARY_FRACTION": str(canary_fraction)}
+    return _inference_service(name, model_uri, DEFAULT_KIND, namespace=namespace, env=env,
+                              resources={"cpu": cpu, "memory": memory},
+                              canary_traffic_percent=canary_traffic_percent, logger_url=logger_url,
+                              min_replicas=min_replicas, service_account=service_account)
+
+
+def agent_inference_service(name: str, model_uri: str, *, namespace: str = "default", tracking_uri: str,
+                            store_uri: str, traces: str = "on", trace_experiment: str | None = None,
+                            canary_traffic_percent: int | None = None, cpu: str = "2", memory: str = "6Gi",
+                            ephemeral_storage: str = "8Gi", min_replicas: int = 1,
+                            service_account: str | None = None) -> dict[str, Any]:
+    """An ``InferenceService`` serving the agent ``model_uri`` with the ``rlops-agent`` runtime.
+
+    Clients call ``<status.url>/openai/v1/chat/completions`` with ``model`` set to ``name``. No request
+    logger: the server commits each interaction to ``store_uri`` before answering, and mirrors it to
+    MLflow traces at ``tracking_uri`` when ``traces`` is ``on`` (``auto``: whenever a tracking URI is set).
+    """
+    if traces not in ("auto", "on", "off"):
+        raise ConfigError(f"traces must be 'auto', 'on' or 'off', not {traces!r}")
+    env = {"RLOPS_MODEL_URI": model_uri, "MLFLOW_TRACKING_URI": tracking_uri, "RLOPS_STORE": store_uri,
+           "RLOPS_TRACES": traces}
+    if trace_experiment:
+        env["RLOPS_TRACE_EXPERIMENT"] = trace_experiment
+    return _inference_service(name, model_uri, AGENT_KIND, namespace=namespace, env=env,
+                              resources={"cpu": cpu, "memory": memory, "ephemeral-storage": ephemeral_storage},
+                              canary_traffic_percent=canary_traffic_percent, logger_url=None,
+                              min_replicas=min_replicas, service_account=service_account)
+
+
+def _inference_service(name: str, model_uri: str, kind: str, *, namespace: str, env: dict[str, str],
+                       resources: dict[str, str], canary_traffic_percent: int | None, logger_url: str | None,
+                       min_replicas: int, service_account: str | None) -> dict[str, Any]:
+    """The ``InferenceService`` both kinds share: the model URI in env and annotation, the kind's runtime."""
     from kubernetes.client import V1EnvVar, V1ObjectMeta, V1ResourceRequirements
 
     kserve = _kserve()
-    env = [V1EnvVar(name="RLOPS_MODEL_URI", value=model_uri), V1EnvVar(name="MLFLOW_TRACKING_URI", value=tracking_uri),
-           V1EnvVar(name="RLOPS_STORE", value=store_uri), V1EnvVar(name="RLOPS_ROUTING", value=routing),
-           V1EnvVar(name="RLOPS_EXPLORATION", value=exploration), V1EnvVar(name="RLOPS_EPSILON", value=str(epsilon))]
-    if challenger_uri:
-        env += [V1EnvVar(name="RLOPS_CHALLENGER_URI", value=challenger_uri),
-                V1EnvVar(name="RLOPS_CANARY_FRACTION", value=str(canary_fraction))]
+    runtime, model_format = RUNTIMES[kind]
     predictor = kserve.V1beta1PredictorSpec(
         min_replicas=min_replicas, canary_traffic_percent=canary_traffic_percent,
         service_account_name=service_account,
         model=kserve.V1beta1ModelSpec(
-            name="kserve-container", model_format=kserve.V1beta1ModelFormat(name=MODEL_FORMAT, version="1"),
-            runtime=RUNTIME_NAME, env=env,
-            resources=V1ResourceRequirements(requests={"cpu": cpu, "memory": memory},
-                                             limits={"cpu": cpu, "memory": memory})),
+            name="kserve-container", model_format=kserve.V1beta1ModelFormat(name=model_format, version="1"),
+            runtime=runtime, env=[V1EnvVar(name=k, value=v) for k, v in env.items()],
+            resources=V1ResourceRequirements(requests=dict(resources), limits=dict(resources))),
         logger=kserve.V1beta1LoggerSpec(mode="all", url=logger_url) if logger_url else None,
     )
     isvc = kserve.V1beta1InferenceService(
@@ -105,6 +180,17 @@ def inference_service(name: str, model_uri: str, *, namespace: str = "default", 
         spec=kserve.V1beta1InferenceServiceSpec(predictor=predictor),
     )
     return serialize(isvc)
+
+
+def kind_of(isvc: dict[str, Any]) -> str:
+    """The policy kind an InferenceService serves, read from its runtime (vector when it names none of ours)."""
+    runtime = ((((isvc.get("spec") or {}).get("predictor") or {}).get("model")) or {}).get("runtime")
+    return next((kind for kind, (name, _fmt) in RUNTIMES.items() if name == runtime), DEFAULT_KIND)
+
+
+def openai_base_url(isvc_url: str) -> str:
+    """The OpenAI client's ``base_url`` for an agent InferenceService at ``isvc_url`` (its ``status.url``)."""
+    return isvc_url.rstrip("/") + OPENAI_BASE_PATH
 
 
 def feedback_collector(namespace: str, store_uri: str, image: str = DEFAULT_IMAGE) -> list[dict[str, Any]]:
@@ -187,7 +273,7 @@ def pipeline_rbac(namespace: str) -> list[dict[str, Any]]:
 
 
 def example_manifests(namespace: str = "rlops", image: str = DEFAULT_IMAGE) -> dict[str, list[dict[str, Any]]]:
-    """The manifests shipped in ``manifests/kserve`` (an example policy named ``cartpole``)."""
+    """The manifests shipped in ``manifests/kserve`` (example policies ``cartpole`` and ``triage-agent``)."""
     store = "postgresql://rlops@rlops-postgres.rlops.svc.cluster.local:5432/rlops"
     tracking = "http://mlflow.rlops.svc.cluster.local:5000"
     return {
@@ -195,6 +281,10 @@ def example_manifests(namespace: str = "rlops", image: str = DEFAULT_IMAGE) -> d
         "inferenceservice-cartpole.yaml": [inference_service(
             "cartpole", "models:/cartpole@champion", namespace=namespace, tracking_uri=tracking, store_uri=store,
             logger_url=collector_url(namespace))],
+        "servingruntime-agent.yaml": [agent_serving_runtime(image)],
+        "inferenceservice-triage-agent.yaml": [agent_inference_service(
+            "triage-agent", "models:/triage-agent@champion", namespace=namespace, tracking_uri=tracking,
+            store_uri=store, traces="on")],
         "feedback-collector.yaml": feedback_collector(namespace, store, image),
         "rbac.yaml": pipeline_rbac(namespace),
     }

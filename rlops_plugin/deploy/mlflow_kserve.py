@@ -10,7 +10,11 @@ The namespace comes from the target URI (default ``default``); the cluster from 
 canary), ``fraction``, ``champion``, ``tracking_uri``, ``store_uri`` (defaults: MLFLOW_TRACKING_URI,
 RLOPS_STORE), ``logger_url`` (default: the rlops feedback collector service), ``canary_strategy``
 (``kserve``: KServe's traffic split between revisions; ``in-pod``: split inside one revision),
-``kubeconfig``. Every create, update and delete is a ``deployment`` audit event of the model it serves.
+``kubeconfig``, ``kind`` (``vector`` or ``agent``; default: read from the model's MLmodel in the
+caller's registry, one small file, no bundle download). An agent gets the ``rlops-agent`` runtime and
+answers OpenAI clients at ``<status.url>/openai/v1`` (model: the deployment name); its canaries are
+KServe's traffic split on a running deployment, and shadow is refused. Every create, update and delete
+is a ``deployment`` audit event of the model it serves.
 """
 
 from __future__ import annotations
@@ -19,15 +23,40 @@ from typing import Any
 
 from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
 
+from rlops_plugin.bundle.bundle import DEFAULT_KIND
 from rlops_plugin.bundle.strict import check_keys
 from rlops_plugin.deploy.kserve import KServeDeployments
 from rlops_plugin.deploy.local import challenger_defaults
+from rlops_plugin.deploy.manifests import RUNTIMES, kind_of
 from rlops_plugin.deploy.mlflow_local import invalid_parameter
 from rlops_plugin.deploy.targets import pinned_version, record_deployment
-from rlops_plugin.errors import RLOpsError, to_mlflow_exception
+from rlops_plugin.errors import ConfigError, RLOpsError, to_mlflow_exception
 
 CLIENT_KEYS = {"tracking_uri", "store_uri", "logger_url", "canary_strategy", "kubeconfig"}
-CONFIG_KEYS = {"mode", "fraction", "champion"} | CLIENT_KEYS
+CONFIG_KEYS = {"mode", "fraction", "champion", "kind"} | CLIENT_KEYS
+
+
+def policy_kind(model_uri: str) -> str:
+    """The policy kind of the rlops model at ``model_uri``, from its MLmodel alone (the bundle stays remote).
+
+    The kind picks the InferenceService's runtime; a wrong guess would start a server that cannot load
+    the model, so a model this process cannot read is an error naming the ``kind`` option, not a default.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    from rlops_plugin.flavor.model import FLAVOR_NAME, FlavorKey
+    from rlops_plugin.flavor.refs import resolve_model_uri
+
+    hint = "; pass -C kind=vector or -C kind=agent to deploy it anyway"
+    try:
+        mlmodel = Model.load(resolve_model_uri(model_uri).download_uri)
+    except (RLOpsError, MlflowException, OSError) as exc:
+        raise ConfigError(f"{model_uri}: cannot read its MLmodel to choose the runtime ({exc}){hint}") from exc
+    conf = mlmodel.flavors.get(FLAVOR_NAME)
+    if not isinstance(conf, dict):
+        raise ConfigError(f"{model_uri}: not an rlops model (no {FLAVOR_NAME!r} flavor in MLmodel){hint}")
+    return str(conf.get(FlavorKey.KIND, DEFAULT_KIND))  # vector bundles record obs_dim, not a kind
 
 
 def _split(config: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -54,6 +83,13 @@ class RLOpsKServeDeploymentClient(BaseDeploymentClient):
         except RLOpsError as exc:
             raise to_mlflow_exception(exc) from exc
 
+    def _kind(self, cfg: dict[str, Any], model_uri: str) -> str:
+        """The ``kind`` option, else the kind the model's MLmodel records."""
+        kind = cfg.get("kind") or self._wrap(policy_kind, model_uri)
+        if kind not in RUNTIMES:
+            raise invalid_parameter(f"rlops-kserve: kind must be one of {sorted(RUNTIMES)}, not {kind!r}")
+        return str(kind)
+
     def _wrap(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             result = fn(*args, **kwargs)
@@ -70,11 +106,13 @@ class RLOpsKServeDeploymentClient(BaseDeploymentClient):
         mode = cfg.get("mode", "off")
         kserve = self._client(client_cfg)
         version = self._wrap(pinned_version, model_uri)
+        kind = self._kind(cfg, model_uri)
         if mode == "off":
-            result = self._wrap(kserve.create, name, model_uri)
+            result = self._wrap(kserve.create, name, model_uri, kind=kind)
         else:
             champion = cfg.get("champion") or self._wrap(challenger_defaults, model_uri)
-            result = self._wrap(kserve.create, name, champion, model_uri, mode, float(cfg.get("fraction", 0.0)))
+            result = self._wrap(kserve.create, name, champion, model_uri, mode, float(cfg.get("fraction", 0.0)),
+                                kind=kind)
         record_deployment(self.target_uri, name, "created", model_uri, cfg, version)
         return result
 
@@ -89,10 +127,12 @@ class RLOpsKServeDeploymentClient(BaseDeploymentClient):
         champion = cfg.get("champion") or annotations.get("rlops.io/champion-uri") or annotations.get(
             "rlops.io/model-uri")
         version = self._wrap(pinned_version, model_uri or champion)
+        kind = self._kind(cfg, model_uri) if model_uri else cfg.get("kind") or kind_of(current)
         if mode == "off":
-            result = self._wrap(kserve.configure, name, model_uri or champion)
+            result = self._wrap(kserve.configure, name, model_uri or champion, kind=kind)
         else:
-            result = self._wrap(kserve.configure, name, champion, model_uri, mode, float(cfg.get("fraction", 0.0)))
+            result = self._wrap(kserve.configure, name, champion, model_uri, mode, float(cfg.get("fraction", 0.0)),
+                                kind=kind)
         record_deployment(self.target_uri, name, "updated", model_uri or champion, cfg, version)
         return result
 

@@ -8,6 +8,7 @@ import mlflow.deployments
 import pytest
 import yaml
 
+from rlops_plugin import flavor
 from rlops_plugin.audit.events import list_events
 from rlops_plugin.deploy.kserve import KServeDeployments
 from rlops_plugin.deploy.local import DeploymentError
@@ -90,10 +91,12 @@ def test_mlflow_deployments_client_and_predict(cluster, start_server, model_dirs
     server = start_server(model_dirs["champion"], name="cartpole", env={"RLOPS_STORE": ""})
     cluster.handler.status_url = server.url
     client = mlflow.deployments.get_deploy_client("rlops-kserve:/rlops")
+    # kind given: these URIs are not registered here (the kind is read from the registry otherwise)
     client.create_deployment("cartpole", "models:/cartpole@champion",
-                             config={"tracking_uri": "http://mlflow.rlops:5000"})
+                             config={"tracking_uri": "http://mlflow.rlops:5000", "kind": "vector"})
     client.update_deployment("cartpole", "models:/cartpole@challenger",
-                             config={"mode": "canary", "fraction": "0.05", "tracking_uri": "http://mlflow"})
+                             config={"mode": "canary", "fraction": "0.05", "tracking_uri": "http://mlflow",
+                                     "kind": "vector"})
     assert client.get_deployment("cartpole")["spec"]["predictor"]["canaryTrafficPercent"] == 5
     assert [d["metadata"]["name"] for d in client.list_deployments()] == ["cartpole"]
     out = client.predict("cartpole", [[0.0, 0.1, 0.0, -0.1]])
@@ -107,3 +110,54 @@ def test_mlflow_deployments_client_and_predict(cluster, start_server, model_dirs
     trail = [(e.decision, e.details["model_uri"]) for e in list_events("cartpole", kinds=["deployment"])]
     assert trail == [("created", "models:/cartpole@champion"), ("updated", "models:/cartpole@challenger"),
                      ("deleted", "models:/cartpole@champion")]
+
+
+@pytest.fixture
+def registered(tracking, triage_agent, cartpole_bundle, model_name):
+    """Two versions of the triage agent and one CartPole policy, registered: ``(agent name, vector name)``."""
+    with mlflow.start_run():
+        for _ in range(2):
+            flavor.log_model(triage_agent, name="agent", registered_model_name=model_name)
+        flavor.log_model(cartpole_bundle, name="policy", registered_model_name=f"{model_name}-vector")
+    return model_name, f"{model_name}-vector"
+
+
+@pytest.mark.parametrize("cluster", ["http://triage.rlops.example.com"], indirect=True)
+def test_the_target_picks_the_runtime_from_the_registered_bundle_kind(cluster, registered):
+    agent, vector = registered
+    client = mlflow.deployments.get_deploy_client("rlops-kserve:/rlops")
+    cfg = {"tracking_uri": "http://mlflow.rlops:5000"}
+    client.create_deployment("triage", f"models:/{agent}/1", config=cfg)
+    body = cluster.requests[-1].body
+    validate_manifest(body)
+    model = body["spec"]["predictor"]["model"]
+    assert (model["runtime"], model["modelFormat"]["name"]) == ("rlops-agent", "rlops-agent")
+    assert "logger" not in body["spec"]["predictor"]  # the agent server logs each interaction itself
+    assert env_of(body)["RLOPS_MODEL_URI"] == f"models:/{agent}/1" and env_of(body)["RLOPS_TRACES"] == "on"
+
+    with pytest.raises(mlflow.exceptions.MlflowException, match="shadow inside one pod is not supported"):
+        client.update_deployment("triage", f"models:/{agent}/2", config={**cfg, "mode": "shadow"})
+    canary = client.update_deployment("triage", f"models:/{agent}/2",
+                                      config={**cfg, "mode": "canary", "fraction": "0.1"})
+    assert canary["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    assert env_of(canary)["RLOPS_MODEL_URI"] == f"models:/{agent}/2"
+    assert canary["metadata"]["annotations"]["rlops.io/champion-uri"] == f"models:/{agent}/1"
+    assert canary["spec"]["predictor"]["model"]["runtime"] == "rlops-agent"
+    validate_manifest({k: v for k, v in canary.items() if k not in ("status", "name", "flavor")})  # target's keys
+    promoted = client.update_deployment("triage", config=cfg)  # no model: the current kind is kept
+    assert "canaryTrafficPercent" not in promoted["spec"]["predictor"]
+    with pytest.raises(mlflow.exceptions.MlflowException, match="base_url='http://triage.rlops.example.com/openai/v1'"):
+        client.predict("triage", [[0.0]])
+    with pytest.raises(mlflow.exceptions.MlflowException, match="serves policy kind 'agent', not 'vector'"):
+        client.update_deployment("triage", f"models:/{vector}/1", config=cfg)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="a canary needs a running revision"):
+        client.create_deployment("triage-2", f"models:/{agent}/2",
+                                 config={**cfg, "mode": "canary", "champion": f"models:/{agent}/1"})
+
+    client.create_deployment("cartpole", f"models:/{vector}/1", config=cfg)
+    body = cluster.requests[-1].body
+    assert body["spec"]["predictor"]["model"]["runtime"] == "rlops-policy" and "logger" in body["spec"]["predictor"]
+    with pytest.raises(mlflow.exceptions.MlflowException, match="pass -C kind=vector or -C kind=agent"):
+        client.create_deployment("ghost", f"models:/{agent}-missing@champion", config=cfg)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="kind must be one of"):
+        client.create_deployment("ghost", f"models:/{agent}/1", config={**cfg, "kind": "llm"})
