@@ -5,8 +5,8 @@ parsed and decided (the serving engine, which writes the decision record), how d
 from the log, and which trainers apply. Bundle integrity, registry, experience store, deployment
 targets, promotion and audit are shared; evaluation, the gate and training's bookkeeping reach a kind
 through ``rollout``/``run_suite``/``check_comparable``/``validate_dataset``, the promotion controller
-through ``log_position``/``canary_samples``; the monitor's features still
-assume the ``vector`` shape (docs/architecture.md lists where). A kind is
+through ``log_position``/``canary_samples``; the monitor reads a vector or an agent frame by the
+bundle's kind (``rlops_plugin.monitoring.agent``). A kind is
 registered through ``rlops_register_policy_kinds``; bundles name their kind in the manifest (absent
 means ``vector``, so older bundles load unchanged).
 """

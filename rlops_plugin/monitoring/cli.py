@@ -14,11 +14,18 @@ from typing import Any
 import click
 
 from rlops_plugin.errors import RLOpsError
-from rlops_plugin.monitoring.config import DEFAULT_MONITORS, DEFAULT_RULES, MonitorConfigError, ReportMode
+from rlops_plugin.monitoring.config import (
+    AGENT_MONITORS,
+    DEFAULT_MONITORS,
+    DEFAULT_RULES,
+    MonitorConfigError,
+    ReportMode,
+)
 
-REFERENCE_HELP = ("rollouts[:N] (the policy's rollouts in its EnvSpec simulator, default 50000 decisions), "
-                  "production[:N] or production:OFFSET:N (a window of the policy's own traffic, default 20 "
-                  "windows), or a .parquet/.csv file with the monitoring columns")
+REFERENCE_HELP = ("rollouts[:N] (the policy's rollouts in its EnvSpec simulator, default 50000 decisions; an "
+                  "agent: its task suite), tasks[:N] (an agent's sampled answers to its task suite, default 20 "
+                  "windows), production[:N] or production:OFFSET:N (a window of the policy's own traffic, default "
+                  "20 windows), or a .parquet/.csv file with the monitoring columns")
 
 
 @click.command("monitor")
@@ -26,14 +33,20 @@ REFERENCE_HELP = ("rollouts[:N] (the policy's rollouts in its EnvSpec simulator,
               help="NAME@ALIAS, NAME/VERSION, models:/... (resolved through the MLflow registry) or a model dir.")
 @click.option("--store", required=True, help="Experience store: path, sqlite:///PATH or postgresql://...")
 @click.option("--reference", default="rollouts", show_default=True, help=REFERENCE_HELP)
-@click.option("--window", type=int, default=1000, show_default=True, help="Decisions per window.")
+@click.option("--window", type=int, default=1000, show_default=True,
+              help="Decisions (agents: answers) per window.")
+@click.option("--min-window", type=int, default=100, show_default=True,
+              help="A window with fewer decisions or answers is 'insufficient data': no verdict, no trigger.")
 @click.option("--once", is_flag=True, help="Evaluate the full windows logged so far, then exit (the default).")
 @click.option("--every", default=None, metavar="DURATION", help="Poll for new decisions every DURATION (60s, 5m).")
 @click.option("--served-name", default=None, help="Only decisions served under this KServe model name.")
 @click.option("--all-versions", is_flag=True,
               help="Watch every policy version in the log (the endpoint), not only --model's: catches a swap.")
 @click.option("--monitors", default=",".join(DEFAULT_MONITORS), show_default=True,
-              help="Comma-separated registered monitors to run.")
+              help="Comma-separated registered monitors to run (the default means the policy kind's own: for an "
+                   "agent " + ",".join(AGENT_MONITORS) + ").")
+@click.option("--judge", default=None, metavar="NAME",
+              help="Agents: a registered judge scoring each answer (adds the judge signal).")
 @click.option("--stattest", multiple=True, metavar="SIGNAL=TEST", help="Evidently stat test of a signal.")
 @click.option("--threshold", multiple=True, metavar="SIGNAL=VALUE", help="Threshold (floor) of a signal.")
 @click.option("--no-calibration", is_flag=True, help="Use the thresholds as given, without calibration.")
@@ -62,6 +75,9 @@ REFERENCE_HELP = ("rollouts[:N] (the policy's rollouts in its EnvSpec simulator,
 def monitor(ctx: click.Context, **options: Any) -> None:
     """Watch one policy version's decisions for drift in observations, actions and rewards.
 
+    For an agent, its answers: prompts, topics, tool calls, responses, refusals, guard vetoes, ratings,
+    outcomes (and judge scores with --judge).
+
     Each window of --window decisions is compared with the reference using Evidently stat tests;
     drifting windows get an Evidently HTML report; everything is logged to an MLflow run tagged with
     the model version; trigger rules fire rlops_on_trigger hooks and --on-trigger actions.
@@ -75,8 +91,8 @@ def monitor(ctx: click.Context, **options: Any) -> None:
         ctx.exit(1)
 
 
-def _run(model_ref: str, store: str, reference: str, window: int, once: bool, every: str | None,
-         served_name: str | None, all_versions: bool, monitors: str, stattest: tuple[str, ...],
+def _run(model_ref: str, store: str, reference: str, window: int, min_window: int, once: bool, every: str | None,
+         served_name: str | None, all_versions: bool, monitors: str, judge: str | None, stattest: tuple[str, ...],
          threshold: tuple[str, ...], no_calibration: bool, false_alarm_rate: float, triggers: tuple[str, ...],
          actions: tuple[str, ...], reports: str, report_dir: str | None, experiment: str, use_mlflow: bool,
          show_columns: bool, as_json: bool, exit_code: bool, max_ticks: int | None,
@@ -93,12 +109,14 @@ def _run(model_ref: str, store: str, reference: str, window: int, once: bool, ev
     interval = parse_duration(every) if every else None
     names = tuple(n.strip() for n in monitors.split(",") if n.strip())
     thresholds = {k: _float(v, "--threshold") for k, v in _pairs(threshold, "--threshold").items()}
-    config = MonitorConfig(window=window, monitors=names, false_alarm_rate=false_alarm_rate).with_overrides(
+    config = MonitorConfig(window=window, monitors=names, false_alarm_rate=false_alarm_rate,
+                           min_window_decisions=min_window).with_overrides(
         stattests=_pairs(stattest, "--stattest"), thresholds=thresholds)
     if no_calibration:
         config = dataclasses.replace(config, signals={k: dataclasses.replace(v, calibrate=False)
                                                       for k, v in config.signals.items()})
-    TriggerEngine(parse_rules(triggers, names), actions=actions, max_events=max_triggers)  # fail before any work
+    TriggerEngine(parse_rules(triggers, config.possible_signals()), actions=actions,
+                  max_events=max_triggers)  # fail before any work
     printer = ConsolePrinter(columns=show_columns)
 
     def show(summary: Any) -> None:
@@ -110,7 +128,7 @@ def _run(model_ref: str, store: str, reference: str, window: int, once: bool, ev
     options = MonitorOptions(reference=reference, config=config, triggers=triggers, actions=actions,
                              all_versions=all_versions, served_name=served_name, reports=reports,
                              report_dir=report_dir, experiment=experiment, use_mlflow=use_mlflow, every_s=interval,
-                             max_ticks=max_ticks, max_triggers=max_triggers, on_window=show,
+                             max_ticks=max_ticks, max_triggers=max_triggers, on_window=show, judge=judge,
                              echo=None if as_json else printer.line)
     outcome = run_monitor(model_ref, store, options)
     return len(outcome.events)

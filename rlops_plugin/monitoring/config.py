@@ -19,6 +19,10 @@ Why these defaults (windows of 1,000 decisions):
   norm at 0.001), and on such low-cardinality columns it costs a third of JS.
 * **Episode returns** are nearly independent samples (one per episode), so they use KS with
   Evidently's p < 0.05 as the ceiling, also calibrated, and need only 30 episodes in a window.
+* **Agents** (:data:`AGENT_MONITORS`, the frame of :mod:`rlops_plugin.monitoring.agent`): Jensen-Shannon for
+  the prompt, topic, response and tool-call columns (0.05 for tool calls, refusals and vetoes, frequencies
+  as for vector actions: 0.05 flags a rate going from 0 to about 1%), normed Wasserstein for ratings, outcomes
+  and judge scores (as for rewards), each needing 30 values in a window (few answers are rated).
 """
 
 from __future__ import annotations
@@ -59,6 +63,13 @@ class ReportMode(StrEnum):
 OBSERVATIONS, ACTIONS, PROPENSITIES, REWARDS, RETURNS = (
     "observations", "actions", "propensities", "rewards", "returns")
 DEFAULT_MONITORS: tuple[str, ...] = (OBSERVATIONS, ACTIONS, PROPENSITIES, REWARDS, RETURNS)
+PROMPTS, TOPICS, TOOLS, RESPONSES, REFUSALS, VETOES, RATINGS, OUTCOMES, JUDGE = (
+    "prompts", "topics", "tools", "responses", "refusals", "vetoes", "ratings", "outcomes", "judge")
+AGENT_MONITORS: tuple[str, ...] = (PROMPTS, TOPICS, TOOLS, RESPONSES, REFUSALS, VETOES, RATINGS, OUTCOMES)
+"""The built-in signals of an agent policy (``judge`` is added when a judge is given): a monitor whose
+``monitors`` are the vector defaults watches these instead when the model is an agent."""
+KIND_MONITORS: dict[str, tuple[str, ...]] = {"vector": DEFAULT_MONITORS, "agent": AGENT_MONITORS}
+"""Default monitors by policy kind (``rlops_plugin.kinds``)."""
 DEFAULT_RULES: tuple[str, ...] = ("drift:*:2",)
 """Trigger rules of ``rlops monitor`` when none is given: any signal drifting in 2 consecutive windows."""
 
@@ -123,6 +134,15 @@ def default_signals() -> dict[str, SignalConfig]:
         PROPENSITIES: SignalConfig("jensenshannon", 0.1),
         REWARDS: SignalConfig("wasserstein", 0.1),
         RETURNS: SignalConfig("ks", 0.05, min_samples=30),
+        PROMPTS: SignalConfig("jensenshannon", 0.1),
+        TOPICS: SignalConfig("jensenshannon", 0.1),
+        TOOLS: SignalConfig("jensenshannon", 0.05),
+        RESPONSES: SignalConfig("jensenshannon", 0.1),
+        REFUSALS: SignalConfig("jensenshannon", 0.05),
+        VETOES: SignalConfig("jensenshannon", 0.05),
+        RATINGS: SignalConfig("wasserstein", 0.1, min_samples=30),
+        OUTCOMES: SignalConfig("wasserstein", 0.1, min_samples=30),
+        JUDGE: SignalConfig("wasserstein", 0.1, min_samples=30),
     }
 
 
@@ -155,7 +175,8 @@ class MonitorConfig:
     max_calibration_windows: int = 100
     """At most this many reference windows are scored for calibration (it runs once, at start)."""
     min_window_decisions: int = 100
-    """A window with fewer decisions is ``insufficient`` as a whole."""
+    """A window with fewer decisions (agents: choices of interactions) is ``insufficient`` as a whole
+    ("insufficient data": no verdict, never a trigger)."""
     seed: int = 0
     """Seed of the reference sample."""
 
@@ -175,6 +196,25 @@ class MonitorConfig:
         for name, value in dict(self.signals).items():
             merged[name] = value if isinstance(value, SignalConfig) else SignalConfig.from_dict(value)
         object.__setattr__(self, "signals", merged)
+
+    def for_kind(self, kind: str, *, judge: bool = False) -> MonitorConfig:
+        """This config for a policy of ``kind``: the kind's default monitors when ``monitors`` are another
+        kind's defaults (``rlops monitor`` without ``--monitors``), plus ``judge`` for an agent given a judge."""
+        if kind not in KIND_MONITORS:
+            return self
+        monitors = self.monitors
+        if monitors in KIND_MONITORS.values():
+            monitors = KIND_MONITORS[kind]
+        if judge and kind == "agent" and JUDGE not in monitors:
+            monitors = (*monitors, JUDGE)
+        return self if monitors == self.monitors else dataclasses.replace(self, monitors=monitors)
+
+    def possible_signals(self) -> tuple[str, ...]:
+        """Signals this config may monitor before the policy's kind is known (rules are checked against them):
+        ``monitors`` as given, or every kind's defaults (and ``judge``) when they are a kind's defaults."""
+        if self.monitors not in KIND_MONITORS.values():
+            return self.monitors
+        return tuple(dict.fromkeys([*(n for names in KIND_MONITORS.values() for n in names), JUDGE]))
 
     def signal(self, name: str) -> SignalConfig:
         """The config of signal ``name`` (defaults when not configured)."""

@@ -34,6 +34,13 @@ The configured threshold stays the floor: calibration only makes a column harder
 * ``rewards``: the per-decision joined reward;
 * ``returns``: per-episode returns (one value per episode that ended in the window).
 
+And for agents (the frame of :mod:`.agent`): ``prompts`` (``prompt_chars``, ``prompt_words``,
+``prompt_turns``), ``topics`` (``topic_<word>``, ``topic_oov``), ``tools`` (``tool`` and ``action``,
+categorical, ``n_tool_calls``), ``responses`` (``response_chars``), ``refusals``, ``vetoes``, ``ratings``,
+``outcomes`` and ``judge`` (``judge_score``). They are the same :class:`ColumnDriftMonitor` over other
+columns; until ``rlops_plugin.default_plugins.monitors`` registers them, :class:`DriftMonitor` builds these
+built-ins itself when the registry does not name them (a registered monitor of the same name wins).
+
 A monitor follows the ``rlops_register_monitors`` contract: ``signal`` and
 ``evaluate(reference, current) -> MonitorResult``. ``prepare`` (optional) samples and calibrates
 once per reference so that ``evaluate`` costs one stat test per column.
@@ -61,10 +68,19 @@ import pandas as pd
 from rlops_plugin import plugins
 from rlops_plugin.monitoring.config import (
     ACTIONS,
+    JUDGE,
     OBSERVATIONS,
+    OUTCOMES,
+    PROMPTS,
     PROPENSITIES,
+    RATINGS,
+    REFUSALS,
+    RESPONSES,
     RETURNS,
     REWARDS,
+    TOOLS,
+    TOPICS,
+    VETOES,
     MonitorConfig,
     MonitorConfigError,
     SignalConfig,
@@ -309,6 +325,21 @@ def return_columns(frame: pd.DataFrame) -> list[tuple[str, str]]:
     return [("episode_return", NUMERICAL)] if "episode_return" in frame.columns else []
 
 
+def _named(*columns: tuple[str, str]) -> ColumnSelector:
+    """A selector of the given ``(column, kind)`` pairs that are in the frame."""
+
+    def select(frame: pd.DataFrame) -> list[tuple[str, str]]:
+        return [(c, k) for c, k in columns if c in frame.columns]
+
+    return select
+
+
+def topic_columns(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """``topic_<word>`` per vocabulary word and ``topic_oov`` (numerical: presence, and the unknown words' share)."""
+    topics = sorted(str(c) for c in frame.columns if str(c).startswith("topic_") and c != "topic_oov")
+    return [(c, NUMERICAL) for c in topics] + ([("topic_oov", NUMERICAL)] if "topic_oov" in frame.columns else [])
+
+
 class ColumnDriftMonitor:
     """Tests each column of one signal, window against reference, with one Evidently stat test."""
 
@@ -417,7 +448,19 @@ SELECTORS: dict[str, ColumnSelector] = {
     PROPENSITIES: propensity_columns,
     REWARDS: reward_columns,
     RETURNS: return_columns,
+    PROMPTS: _named(("prompt_chars", NUMERICAL), ("prompt_words", NUMERICAL), ("prompt_turns", NUMERICAL)),
+    TOPICS: topic_columns,
+    TOOLS: _named(("tool", CATEGORICAL), ("action", CATEGORICAL), ("n_tool_calls", NUMERICAL)),
+    RESPONSES: _named(("response_chars", NUMERICAL)),
+    REFUSALS: _named(("refusal", NUMERICAL)),
+    VETOES: _named(("vetoed", NUMERICAL)),
+    RATINGS: _named(("rating", NUMERICAL)),
+    OUTCOMES: _named(("outcome", NUMERICAL)),
+    JUDGE: _named(("judge_score", NUMERICAL)),
 }
+AGENT_BUILTINS: frozenset[str] = frozenset({PROMPTS, TOPICS, TOOLS, RESPONSES, REFUSALS, VETOES, RATINGS, OUTCOMES,
+                                            JUDGE})
+"""Agent signals built here when no plugin registers a monitor of that name (see the module docstring)."""
 
 
 def builtin_factory(signal: str) -> Callable[[Mapping[str, Any] | None], ColumnDriftMonitor]:
@@ -437,13 +480,21 @@ def builtin_factory(signal: str) -> Callable[[Mapping[str, Any] | None], ColumnD
 class DriftMonitor:
     """Compares windows of decisions with one reference, signal by signal."""
 
-    def __init__(self, reference: pd.DataFrame, config: MonitorConfig | None = None) -> None:
+    def __init__(self, reference: pd.DataFrame, config: MonitorConfig | None = None, *,
+                 unit: str = "decisions") -> None:
         self.config = config or MonitorConfig()
+        self.unit = unit
+        """What a row is, in messages: ``decisions`` (vector) or ``interactions`` (agent choices)."""
         self.reference = prepare_reference(reference)
         registry = plugins.monitors()
         self.monitors: dict[str, Any] = {}
         for name in self.config.monitors:
-            entry, signal = registry.get(name), self.config.signal(name)
+            signal = self.config.signal(name)
+            if name in AGENT_BUILTINS and name not in registry:
+                check_settings(f"monitor {name!r}", signal.settings, BUILTIN_MONITOR_SETTINGS)
+                self.monitors[name] = builtin_factory(name)(signal.to_dict())
+                continue
+            entry = registry.get(name)
             check_settings(f"monitor {name!r}", signal.settings, entry.extra.get("settings"))
             self.monitors[name] = entry.value(signal.to_dict())
         rng = np.random.default_rng(self.config.seed)
@@ -475,7 +526,8 @@ class DriftMonitor:
         _describe(summary, current)
         if len(current) < self.config.min_window_decisions:
             summary.status = INSUFFICIENT
-            summary.message = f"{len(current)} decisions, need {self.config.min_window_decisions}"
+            summary.message = (f"insufficient data: {len(current)} {self.unit}, "
+                               f"need {self.config.min_window_decisions}")
             summary.signals = {name: MonitorResult(name, INSUFFICIENT, [], summary.message) for name in self.monitors}
             return summary
         for name, monitor in self.monitors.items():

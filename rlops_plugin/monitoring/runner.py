@@ -6,10 +6,17 @@ file), calibrates, opens the MLflow monitoring run, evaluates every full window 
 ``every_s`` seconds), fires triggers, and returns a :class:`MonitorOutcome`. Output goes through the
 ``on_window`` and ``echo`` callbacks, so the CLI prints and a Kubeflow component stays quiet.
 
-**The session.** ``MonitorSession.tick()`` reads the batches appended since the last tick, joins the
+**The session.** ``MonitorSession.tick()`` reads the rows appended since the last tick, joins the
 feedback known *now* (rewards arriving after their window was evaluated are not seen by it),
 evaluates every full window, logs it to MLflow, checks the trigger rules and hands each window to
 ``on_window``. ``rlops monitor --once`` ticks once; ``--every 60s`` ticks forever.
+
+**Policy kinds.** The session is the same for every kind; what differs is where its rows come from (a
+:class:`FrameSource`): :class:`DecisionFrames` reads a vector policy's decision batches,
+:class:`~rlops_plugin.monitoring.agent.InteractionFrames` an agent's interactions (shadow records left out),
+and :func:`build_monitor` picks the source, the default signals (``MonitorConfig.for_kind``) and the
+reference by the bundle's kind (``rlops_plugin.kinds.kind_of``). For an agent ``rollouts[:N]`` means its
+task suite (``tasks[:N]``: the agent kind's rollout is its task suite).
 
 **MLflow.** A session is one run (:class:`MonitoringRun`) linked to the model version: tags naming
 what it watches (``rlops.model_name``, ``rlops.model_version``, ``rlops.model_alias``,
@@ -32,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlparse, urlunparse
 
 import pandas as pd
@@ -41,6 +48,14 @@ from rlops_plugin.errors import RLOpsError
 from rlops_plugin.experience.join import JoinConfig
 from rlops_plugin.experience.store import ExperienceStore
 from rlops_plugin.flavor.refs import ModelRef
+from rlops_plugin.monitoring.agent import (
+    InteractionFrames,
+    production_interactions,
+    require_interactions,
+    task_reference,
+    vocabulary_of,
+)
+from rlops_plugin.monitoring.agent import agent_frame as _agent_frame
 from rlops_plugin.monitoring.config import DEFAULT_RULES, MonitorConfig, MonitorConfigError, MonitorError, ReportMode
 from rlops_plugin.monitoring.drift import DriftMonitor
 from rlops_plugin.monitoring.frames import EpisodeCarry, add_episode_returns, attach_feedback, load_decisions
@@ -176,6 +191,7 @@ class ResolvedPolicy:
     policy_version: str
     """As logged with each decision: ``name/version@bundle12`` (registry) or ``bundle12`` (path)."""
     ref: ModelRef
+    _loaded: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def model_uri(self) -> str:
@@ -198,12 +214,20 @@ class ResolvedPolicy:
         return self.ref.alias
 
     def load_bundle(self) -> Any:
-        """Download and verify the bundle (needed for rollout references)."""
+        """Download and verify the bundle (once: rollout references and the policy kind need it)."""
         from rlops_plugin.flavor.model import load_local_model, load_model
 
-        if not self.ref.registered and Path(self.model_uri).is_dir():
-            return load_local_model(self.model_uri)
-        return load_model(self.model_uri)
+        if "bundle" not in self._loaded:
+            local = not self.ref.registered and Path(self.model_uri).is_dir()
+            self._loaded["bundle"] = load_local_model(self.model_uri) if local else load_model(self.model_uri)
+        return self._loaded["bundle"]
+
+    @property
+    def kind(self) -> str:
+        """The bundle's policy kind (``vector``, ``agent``, ...), as :func:`rlops_plugin.kinds.kind_of` reads it."""
+        from rlops_plugin.kinds.base import kind_of
+
+        return str(kind_of(self.load_bundle()).name)
 
 
 def resolve_policy(ref: str) -> ResolvedPolicy:
@@ -218,7 +242,8 @@ def resolve_policy(ref: str) -> ResolvedPolicy:
     if Path(ref).is_dir():
         from rlops_plugin.flavor.model import load_local_model
 
-        return ResolvedPolicy(load_local_model(ref).bundle_sha[:12], ModelRef(str(Path(ref).resolve())))
+        bundle = load_local_model(ref)
+        return ResolvedPolicy(bundle.bundle_sha[:12], ModelRef(str(Path(ref).resolve())), {"bundle": bundle})
     try:
         parsed = ModelRef.parse(ref if ref.startswith("models:/") else f"models:/{ref}")
     except RLOpsError:
@@ -235,15 +260,52 @@ def resolve_policy(ref: str) -> ResolvedPolicy:
     return ResolvedPolicy(f"{resolved.name}/{resolved.version}@{sha[:12]}", resolved)
 
 
+class FrameSource(Protocol):
+    """Where a session's rows come from: one per policy kind (vector decisions, agent interactions)."""
+
+    unit: str
+    """What a row is, in messages (``decisions``, ``interactions``)."""
+
+    def read(self, since_seq: int) -> tuple[pd.DataFrame, int]:
+        """Raw rows logged after ``since_seq`` (of the watched version) and the last sequence number read."""
+
+    def complete(self, rows: pd.DataFrame, now: float | None = None) -> pd.DataFrame:
+        """Rows that fill windows, in log order, with the feedback known ``now``: monitoring frame rows."""
+
+
+class DecisionFrames:
+    """A vector policy's source: decision batches, rewards joined, episode returns carried across windows."""
+
+    unit = "decisions"
+
+    def __init__(self, store: ExperienceStore, policy_version: str | None, served_model: str | None = None,
+                 join: JoinConfig | None = None) -> None:
+        self.store, self.policy_version, self.served_model, self.join = store, policy_version, served_model, join
+        self.carry = EpisodeCarry()
+
+    def read(self, since_seq: int) -> tuple[pd.DataFrame, int]:
+        """Decisions of the batches after ``since_seq``."""
+        loaded = load_decisions(self.store, policy_version=self.policy_version, model=self.served_model,
+                                since_seq=since_seq)
+        return loaded.frame, loaded.last_seq
+
+    def complete(self, rows: pd.DataFrame, now: float | None = None) -> pd.DataFrame:
+        """Rewards joined, episode returns set (episodes open at the end are carried to the next call)."""
+        ready = attach_feedback(rows, self.store, self.join, now)
+        self.carry = add_episode_returns(ready, self.carry)
+        return ready
+
+
 class MonitorSession:
-    """Incremental monitoring of one policy version's decision log."""
+    """Incremental monitoring of one policy version's log (decisions, or an agent's interactions)."""
 
     def __init__(self, store: ExperienceStore, monitor: DriftMonitor, *, policy_version: str | None,
                  served_model: str | None = None, model_name: str | None = None,
                  triggers: TriggerEngine | None = None, tracker: MonitoringRun | None = None,
                  reports: str = ReportMode.DRIFT, report_dir: str | Path | None = None, since_seq: int = 0,
                  pending: pd.DataFrame | None = None, join: JoinConfig | None = None,
-                 on_window: Callable[[WindowSummary], None] | None = None) -> None:
+                 on_window: Callable[[WindowSummary], None] | None = None,
+                 frames: FrameSource | None = None) -> None:
         if reports not in REPORT_MODES:
             raise MonitorConfigError(f"reports must be one of {REPORT_MODES}, got {reports!r}")
         self.store = store
@@ -260,7 +322,8 @@ class MonitorSession:
         self.pending = pending if pending is not None else pd.DataFrame()
         self.join = join
         self.on_window = on_window
-        self.carry = EpisodeCarry()
+        self.frames: FrameSource = frames or DecisionFrames(store, policy_version, served_model, join)
+        """Where rows come from (default: the decision log of ``policy_version``)."""
         self.next_index = 0
         self.summaries: list[WindowSummary] = []
 
@@ -279,19 +342,16 @@ class MonitorSession:
         return self._report_dir
 
     def tick(self, now: float | None = None) -> list[WindowSummary]:
-        """Read new decisions and evaluate every window that is now full; return their summaries."""
-        loaded = load_decisions(self.store, policy_version=self.policy_version, model=self.served_model,
-                                since_seq=self.last_seq)
-        self.last_seq = loaded.last_seq
-        frames = [f for f in (self.pending, loaded.frame) if not f.empty]
+        """Read new rows and evaluate every window that is now full; return their summaries."""
+        new, self.last_seq = self.frames.read(self.last_seq)
+        frames = [f for f in (self.pending, new) if not f.empty]
         rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         size = self.monitor.config.window
         full = (len(rows) // size) * size
         if full == 0:
             self.pending = rows
             return []
-        ready = attach_feedback(rows.iloc[:full].reset_index(drop=True), self.store, self.join, now)
-        self.carry = add_episode_returns(ready, self.carry)
+        ready = self.frames.complete(rows.iloc[:full].reset_index(drop=True), now)
         self.pending = rows.iloc[full:].reset_index(drop=True)
         out = []
         for start in range(0, full, size):
@@ -346,9 +406,12 @@ class ReferenceKind(StrEnum):
     """``rollouts[:N]``: the policy's own rollouts in its ``EnvSpec`` simulator."""
     PRODUCTION = "production"
     """``production[:N]`` or ``production:OFFSET:N``: a window of the policy's own logged traffic."""
+    TASKS = "tasks"
+    """``tasks[:N]`` (agents): N sampled answers of the agent to its own task suite (default 20 windows)."""
 
 
-REFERENCE_HELP = ("rollouts[:N] (roll the policy out in its EnvSpec simulator, default 50000 decisions), "
+REFERENCE_HELP = ("rollouts[:N] (roll the policy out in its EnvSpec simulator, default 50000 decisions; an agent: "
+                  "tasks[:N]), tasks[:N] (an agent's sampled answers to its task suite, default 20 windows), "
                   "production[:N] or production:OFFSET:N (a window of the policy's own traffic, default "
                   "20 windows), or a .parquet/.csv file with the monitoring columns")
 
@@ -395,6 +458,9 @@ class MonitorOptions:
     """Sees each progress line (rich markup); ``None`` keeps the session quiet."""
     on_trigger: Callable[[TriggerEvent], None] | None = None
     """Sees each trigger event before its hooks and actions run (after the audit trail recorded it)."""
+    judge: Any = None
+    """Agents only: a :class:`~rlops_plugin.kinds.agent.judges.Judge` that scores single answers (code or reward
+    model judge), or a registered judge's name; adds the ``judge`` signal (``judge_score`` per answer)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.reference, str) or not self.reference:
@@ -422,6 +488,9 @@ class MonitorOptions:
         for name in ("on_window", "echo", "on_trigger"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise MonitorConfigError(f"MonitorOptions.{name} must be callable, got {getattr(self, name)!r}")
+        if self.judge is not None and not (isinstance(self.judge, str) or callable(getattr(self.judge, "score", None))):
+            raise MonitorConfigError(f"MonitorOptions.judge must be a Judge (with score()) or a registered judge's "
+                                     f"name, got {self.judge!r}")
 
     def replace(self, **changes: Any) -> MonitorOptions:
         """A copy with some fields changed (validated again)."""
@@ -462,17 +531,21 @@ def run_monitor(model: str, store: str, options: MonitorOptions | None = None) -
     from rlops_plugin.experience.store import open_store
 
     opts = options or MonitorOptions()
-    config = opts.config
     say = opts.echo or (lambda text: None)
-    rules = parse_rules(opts.triggers, config.monitors)
-    engine = TriggerEngine(rules, actions=opts.actions, max_events=opts.max_triggers)  # bad actions fail first
+    parse_rules(opts.triggers, opts.config.possible_signals())  # a malformed rule fails before any download
+    TriggerEngine([], actions=opts.actions, max_events=opts.max_triggers)  # so do unknown actions
     resolved = resolve_policy(model)
+    kind = resolved.kind
+    judge = _judge(opts.judge, kind)
+    config = opts.config.for_kind(kind, judge=judge is not None)
+    rules = parse_rules(opts.triggers, config.monitors)
+    engine = TriggerEngine(rules, actions=opts.actions, max_events=opts.max_triggers)
     engine.model = resolved.model_name
     watched = None if opts.all_versions else resolved.policy_version
-    say(f"[bold]Monitoring[/bold] {watched or 'every policy version'} ({resolved.model_uri}) in {store}")
+    say(f"[bold]Monitoring[/bold] {watched or 'every policy version'} ({resolved.model_uri}, {kind}) in {store}")
     with open_store(store) as experience:
         drift, session_args = build_monitor(opts.reference, config, resolved, experience, opts.served_name, watched,
-                                            say)
+                                            say, judge=judge)
         say(_calibration_line(drift))
         tracker = None
         if opts.use_mlflow:
@@ -480,7 +553,8 @@ def run_monitor(model: str, store: str, options: MonitorOptions | None = None) -
                                     model_version=resolved.version, model_alias=resolved.alias,
                                     experiment=opts.experiment,
                                     extra_tags={"rlops.store": redact_url(store), "rlops.reference": opts.reference,
-                                                "rlops.scope": "endpoint" if opts.all_versions else "version"})
+                                                "rlops.scope": "endpoint" if opts.all_versions else "version",
+                                                "rlops.policy_kind": kind})
             params: dict[str, Any] = {
                 "window": config.window, "monitors": ",".join(config.monitors), "reference": opts.reference,
                 "reference_rows": len(drift.reference), "false_alarm_rate": config.false_alarm_rate,
@@ -518,7 +592,7 @@ def run_monitor(model: str, store: str, options: MonitorOptions | None = None) -
     drifted = sum(s.status == DRIFT for s in outcome.summaries)
     say(f"[bold]{len(outcome.summaries)} windows[/bold], {drifted} drifted, {len(outcome.events)} triggers"
         + (f" ({outcome.suppressed} more suppressed by max_triggers={opts.max_triggers})" if outcome.suppressed else "")
-        + (f"; {outcome.pending} decisions wait for a full window of {config.window}" if outcome.pending else "")
+        + (f"; {outcome.pending} {drift.unit} wait for a full window of {config.window}" if outcome.pending else "")
         + (f"; reports in {outcome.report_dir}" if outcome.report_dir and any(outcome.report_dir.glob("*.html"))
            else ""))
     return outcome
@@ -538,10 +612,13 @@ def _chain(*callbacks: Callable[[Any], None] | None) -> Callable[[Any], None] | 
 
 
 def build_monitor(spec: str, config: MonitorConfig, resolved: Any, store: Any, served_name: str | None,
-                  watched: str | None, echo: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
-    """The calibrated ``DriftMonitor`` for a reference spec, and the session's start (for production)."""
+                  watched: str | None, echo: Callable[[str], None], *, judge: Any = None) -> tuple[Any, dict[str, Any]]:
+    """The calibrated ``DriftMonitor`` for a reference spec, and the session's arguments (its row source, and
+    where it starts for a production reference), chosen by the policy's kind."""
     kind, _, rest = spec.partition(":")
     args = rest.split(":") if rest else []
+    if resolved.kind == "agent":
+        return _build_agent_monitor(spec, kind, args, config, resolved, store, served_name, watched, echo, judge)
     if kind == ReferenceKind.ROLLOUTS and len(args) <= 1:
         decisions = _count(args[0], "--reference rollouts:N") if args else 50_000
         probe = load_decisions(store, policy_version=watched, model=served_name, limit=1)
@@ -557,10 +634,56 @@ def build_monitor(spec: str, config: MonitorConfig, resolved: Any, store: Any, s
         frame, pending, last_seq = production_reference(store, watched, decisions, offset=offset, model=served_name)
         echo(f"reference: decisions {offset}-{offset + decisions} of the policy's own traffic")
         return DriftMonitor(frame, config), {"pending": pending, "since_seq": last_seq}
+    if kind == ReferenceKind.TASKS:
+        raise MonitorConfigError(f"--reference {spec!r}: a task-suite reference is for agents; "
+                                 f"{resolved.policy_version} is a {resolved.kind} policy")
     if Path(spec).is_file():
         echo(f"reference: {spec}")
         return DriftMonitor(read_reference(spec), config), {}
     raise MonitorConfigError(f"--reference {spec!r}: {REFERENCE_HELP}")
+
+
+def _build_agent_monitor(spec: str, kind: str, args: list[str], config: MonitorConfig, resolved: Any, store: Any,
+                         served_name: str | None, watched: str | None, echo: Callable[[str], None],
+                         judge: Any) -> tuple[Any, dict[str, Any]]:
+    """An agent's monitor: its reference frame (task suite, production or file) and its interaction source."""
+    session: dict[str, Any] = {}
+    if kind in (ReferenceKind.ROLLOUTS, ReferenceKind.TASKS) and len(args) <= 1:
+        answers = _count(args[0], f"--reference {kind}:N") if args else 20 * config.window
+        bundle = resolved.load_bundle()
+        echo(f"reference: {answers} sampled answers of the agent to its task suite {bundle.env_spec.name!r}")
+        frame = task_reference(bundle, answers, seed=config.seed, judge=judge)
+    elif kind == ReferenceKind.PRODUCTION and len(args) <= 2:
+        require_interactions(store, watched, served_name)
+        offset = _count(args[0], "--reference production:OFFSET:N") if len(args) == 2 else 0
+        n = _count(args[-1], "--reference production:N") if args else 20 * config.window
+        frame, pending, last_seq = production_interactions(store, watched, n, offset=offset, model=served_name,
+                                                           judge=judge)
+        echo(f"reference: interactions {offset}-{offset + n} of the agent's own traffic")
+        session = {"pending": pending, "since_seq": last_seq}
+    elif Path(spec).is_file():
+        echo(f"reference: {spec}")
+        frame = read_reference(spec)
+        if vocabulary_of(frame) is None:  # raw interaction rows: featurize them as a reference
+            frame = _agent_frame(frame, judge=judge)
+    else:
+        raise MonitorConfigError(f"--reference {spec!r}: {REFERENCE_HELP}")
+    vocabulary = vocabulary_of(frame) or []
+    source = InteractionFrames(store, watched, served_name, vocabulary, judge=judge)
+    return DriftMonitor(frame, config, unit=source.unit), {**session, "frames": source}
+
+
+def _judge(judge: Any, kind: str) -> Any:
+    """The judge runtime for ``MonitorOptions.judge`` (a name is looked up in the judge registry)."""
+    if judge is None:
+        return None
+    if kind != "agent":
+        raise MonitorConfigError(f"MonitorOptions.judge: judges score agent answers; the model is a {kind} policy")
+    if isinstance(judge, str):
+        from rlops_plugin.kinds.agent.judges import make_judge
+
+        return make_judge(judge)
+    return judge
 
 
 def _calibration_line(drift: Any) -> str:
