@@ -1,6 +1,6 @@
 """Canary analysis as a pure state machine: rewards in, actions out (no I/O).
 
-``shadow -> canary step 1 -> ... -> last step -> (approval) -> promote``, or ``rollback`` as soon as
+``shadow -> (approval) -> canary step 1 -> ... -> last step -> (approval) -> promote``, or ``rollback`` as soon as
 the sequential test shows the challenger worse, or ``inconclusive`` when the maximum duration
 passes without a verdict (traffic returns to the champion; nothing is promoted). The controller
 (`promotion.py`) feeds it rewards from the decision log and applies its actions to a deployment
@@ -26,6 +26,8 @@ from rlops_plugin.errors import ConfigError
 
 SHADOW, CANARY, AWAITING_APPROVAL, PROMOTED, ROLLED_BACK, INCONCLUSIVE = (
     "shadow", "canary", "awaiting_approval", "promoted", "rolled_back", "inconclusive")
+AWAITING_CANARY_APPROVAL = "awaiting_canary_approval"
+"""Shadow is complete and ``approve_before_canary`` holds the challenger there until a person approves."""
 FINAL = (PROMOTED, ROLLED_BACK, INCONCLUSIVE)
 
 
@@ -139,12 +141,15 @@ class CanaryAnalysis:
             self.state = INCONCLUSIVE
             return Action(self.state, 0.0, True, f"no verdict within {p.max_duration_s:g}s: back to the champion, "
                                                  "nothing promoted")
-        if self.state == SHADOW:
+        if self.state in (SHADOW, AWAITING_CANARY_APPROVAL):
             if shadow_seen < p.shadow_decisions:
                 return Action(SHADOW, 0.0, False, f"shadow: {shadow_seen}/{p.shadow_decisions} decisions scored")
             if p.approve_before_canary and not approved:
-                return Action(SHADOW, 0.0, False, f"shadow complete ({shadow_seen} decisions): waiting for "
-                                                  "`rlops approve` before the challenger serves users")
+                changed = self.state == SHADOW
+                self.state = AWAITING_CANARY_APPROVAL
+                return Action(AWAITING_CANARY_APPROVAL, 0.0, changed, f"shadow complete ({shadow_seen} decisions): "
+                                                                      "waiting for `rlops approve` before the "
+                                                                      "challenger serves users")
             self.state = CANARY
             return Action(CANARY, self.fraction, True, f"shadow complete ({shadow_seen} decisions): canary at "
                                                        f"{self.fraction:.0%}")

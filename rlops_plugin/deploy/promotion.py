@@ -29,6 +29,7 @@ from typing import Any
 from rlops_plugin.audit.events import AuditEvent, current_actor, record_event
 from rlops_plugin.deploy.analysis import (
     AWAITING_APPROVAL,
+    AWAITING_CANARY_APPROVAL,
     CANARY,
     FINAL,
     INCONCLUSIVE,
@@ -179,7 +180,8 @@ class PromotionController:
 
     def _route(self, state: str, fraction: float) -> None:
         champ, chal = self._sides()
-        mode = "shadow" if state == SHADOW else "canary" if state in (CANARY, AWAITING_APPROVAL) else "off"
+        mode = "shadow" if state in (SHADOW, AWAITING_CANARY_APPROVAL) else \
+            "canary" if state in (CANARY, AWAITING_APPROVAL) else "off"
         route(self.target, self.deployment, champ.uri, chal.uri if mode != "off" else None, mode, fraction)
 
     def _finish(self, action: Action, remove_alias: bool = True) -> Action:
@@ -230,5 +232,5 @@ def _test_metrics(action: Action) -> dict[str, float]:
             "champion_rewards_clipped": float(t.clipped_champion)}
 
 
-__all__ = ["AWAITING_APPROVAL", "CANARY", "INCONCLUSIVE", "PROMOTED", "ROLLED_BACK", "SHADOW", "PromotionController",
-           "PromotionPolicy", "episode_returns"]
+__all__ = ["AWAITING_APPROVAL", "AWAITING_CANARY_APPROVAL", "CANARY", "INCONCLUSIVE", "PROMOTED", "ROLLED_BACK",
+           "SHADOW", "PromotionController", "PromotionPolicy", "episode_returns"]

@@ -218,9 +218,8 @@ class AgentModel(OpenAIGenerativeModel):
             challenger = current.challenger.model_uri if current.challenger else None
         if challenger is not None and challenger == champion:  # a promotion names the challenger as champion
             challenger = None
-        routing = routing or current.routing
-        if challenger is None:
-            routing = RoutingConfig()
+        if routing is None:  # unchanged, unless the challenger is gone
+            routing = current.routing if challenger is not None else RoutingConfig()
         roles = self._build_roles(champion, challenger, routing, current)
         self._roles = roles
         for old in (current.champion, current.challenger):

@@ -163,3 +163,18 @@ def test_episode_samples_count_their_decisions_toward_a_step():
     counted = CanaryAnalysis(policy, started_at=0.0).update(challenger, champion, now=1.0,
                                                             challenger_decisions=20 * 500)
     assert counted.state == PROMOTED and counted.test.n_challenger == 20
+
+
+def test_approval_before_canary_holds_the_challenger_in_shadow_until_approved():
+    from rlops_plugin.deploy.analysis import AWAITING_CANARY_APPROVAL
+
+    policy = PromotionPolicy(steps=[0.5], shadow_decisions=10, approve_before_canary=True, min_samples=5)
+    analysis = CanaryAnalysis(policy, started_at=0.0)
+    rewards = np.ones(50)
+    assert analysis.update(rewards, rewards, 1.0, shadow_seen=5).state == SHADOW
+    held = analysis.update(rewards, rewards, 2.0, shadow_seen=10)
+    assert held.state == AWAITING_CANARY_APPROVAL and held.changed and held.fraction == 0.0
+    again = analysis.update(rewards, rewards, 3.0, shadow_seen=40)
+    assert again.state == AWAITING_CANARY_APPROVAL and not again.changed and analysis.fraction == 0.0
+    opened = analysis.update(rewards, rewards, 4.0, shadow_seen=40, approved=True)
+    assert opened.state == CANARY and opened.changed and opened.fraction == 0.5
