@@ -12,8 +12,9 @@ from rlops_plugin.lifecycle.deploy import approve, crown, deploy, promote, rollb
 from rlops_plugin.lifecycle.evaluate import evaluate
 from rlops_plugin.lifecycle.gate import gate
 from rlops_plugin.lifecycle.monitor import monitor
+from rlops_plugin.lifecycle.postmarket import post_market_report
 from rlops_plugin.lifecycle.register import register
 from rlops_plugin.lifecycle.train import train, train_reward_model
 
-__all__ = ["approve", "build_dataset", "calibrate", "crown", "deploy", "evaluate", "gate", "monitor", "promote",
-           "record_cycle", "register", "rollback", "train", "train_reward_model"]
+__all__ = ["approve", "build_dataset", "calibrate", "crown", "deploy", "evaluate", "gate", "monitor",
+           "post_market_report", "promote", "record_cycle", "register", "rollback", "train", "train_reward_model"]

@@ -17,11 +17,14 @@ from rlops_plugin.flavor.refs import ModelRef
 
 def gate(candidate: str | LoadedModel, champion: str | LoadedModel | None,
          policy: GatePolicy | dict[str, Any] | None = None, *, record: bool = True,
-         result_path: str | Path | None = None) -> GateResult:
+         result_path: str | Path | None = None, scenarios: list[str] | tuple[str, ...] = (),
+         ope_store: str | None = None, ope_model: str | None = None) -> GateResult:
     """Decide whether ``candidate`` may replace ``champion``; with ``record`` log it on the run, tags and trail.
 
     A champion alias that is not set yet (the first version) means there is nothing to compare against.
+    ``scenarios``, ``ope_store`` and ``ope_model`` complete ``policy`` (see :func:`with_inputs`).
     """
+    policy = with_inputs(policy, scenarios=scenarios, ope_store=ope_store, ope_model=ope_model)
     cand = candidate if isinstance(candidate, LoadedModel) else load_model_with_source(candidate)
     champ_ref = ModelRef.parse(champion) if isinstance(champion, str) and champion else None
     if champ_ref is not None and champ_ref.alias and registry.get_alias_version(
@@ -39,6 +42,26 @@ def gate(candidate: str | LoadedModel, champion: str | LoadedModel | None,
         Path(result_path).parent.mkdir(parents=True, exist_ok=True)
         Path(result_path).write_text(json.dumps(result.to_dict(), indent=2, default=str))
     return result
+
+
+def with_inputs(policy: GatePolicy | dict[str, Any] | None, *, scenarios: list[str] | tuple[str, ...] = (),
+                ope_store: str | None = None, ope_model: str | None = None) -> GatePolicy:
+    """``policy`` with more scenario suites (e.g. a red-team suite) and, with ``ope_store``, the ``ope`` check
+    on that store's logs of ``ope_model``: what a pipeline passes as parameters instead of policy JSON."""
+    base = policy if isinstance(policy, GatePolicy) else GatePolicy.from_dict(policy or {})
+    changes: dict[str, Any] = {}
+    extra = [s for s in scenarios if s not in base.scenarios]
+    if extra:
+        changes["scenarios"] = [*base.scenarios, *extra]
+        if "scenarios" not in base.checks:
+            changes["checks"] = [*base.checks, "scenarios"]
+    if ope_store:
+        changes["ope_store"] = ope_store
+        if "ope" not in base.checks:
+            changes["checks"] = [*changes.get("checks", base.checks), "ope"]
+    if ope_model:
+        changes["ope_model"] = ope_model
+    return dataclasses.replace(base, **changes) if changes else base
 
 
 def record_gate(result: GateResult, name: str | None = None, version: str | None = None,

@@ -26,25 +26,27 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
           finetune_config: dict[str, Any] | None = None, calibration: Calibration | None = None,
           register_as: str | None = None, alias: str | None = None, allow_mismatch: bool = False,
           eval_episodes: int = EVAL_EPISODES, experiment: str | None = EXPERIMENT, run_name: str | None = None,
-          progress: Progress | None = None) -> TrainOutcome:
+          progress: Progress | None = None, simulator_ignores_dataset: bool = False) -> TrainOutcome:
     """Train ``trainer`` from ``init``, then fine-tune ``finetune_steps`` in the simulator; log each stage.
 
-    Simulator trainers refuse a ``dataset``. With ``calibration`` the simulator stages randomize the
-    fitted physics around their fitted values (overriding configured ranges of the same names) and
-    record the fit in the lineage. With ``register_as`` the final model is registered (see
-    :func:`~rlops_plugin.lifecycle.register.register`) and ``alias`` set on it.
+    ``trainer`` is a registered name or an alias of the init policy's kind (``dpo`` on an agent is
+    ``agent_dpo``), resolved before anything is looked up. Simulator trainers refuse a ``dataset``
+    unless ``simulator_ignores_dataset`` (a pipeline always wires its dataset step in). With
+    ``calibration`` the simulator stages randomize the fitted physics around their fitted values
+    (overriding configured ranges of the same names) and record the fit in the lineage. With
+    ``register_as`` the final model is registered (see :func:`~rlops_plugin.lifecycle.register.register`)
+    and ``alias`` set on it.
     """
     if trainer == "reward_model":
         raise ConfigError("a reward model is a judge, not a policy update: use lifecycle.train_reward_model "
                           "(rlops train --trainer reward_model does)")
     loaded = as_loaded(init)
     kind = kind_of(loaded.bundle)
-    trainer = getattr(kind, "trainer_aliases", {}).get(trainer, trainer)
-    trainer_cls = plugins.trainers().get(trainer).value
-    if not kind.trainer_applies(trainer_cls):
-        raise ConfigError(f"trainer {trainer!r} does not train {kind.name} policies")
+    trainer, trainer_cls = resolve_trainer(trainer, kind)
     init = loaded
     simulator = trainer_cls.data_kind == "simulator"
+    if simulator and simulator_ignores_dataset:
+        dataset = None
     config = dict(config or {})
     if simulator and calibration is not None:
         config = calibrated(config, calibration)
@@ -68,6 +70,16 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
         outcome.version = register(outcome.model_uri, register_as, alias=alias, bundle=outcome.bundle)
         outcome.registered_name = register_as
     return outcome
+
+
+def resolve_trainer(trainer: str, kind: Any) -> tuple[str, type]:
+    """``(registered name, trainer class)`` of ``trainer`` for a policy of ``kind``: the kind's alias applies
+    first, so ``dpo``/``grpo`` on an agent never resolve to a vector trainer of the same name."""
+    name = getattr(kind, "trainer_aliases", {}).get(trainer, trainer)
+    trainer_cls = plugins.trainers().get(name).value
+    if not kind.trainer_applies(trainer_cls):
+        raise ConfigError(f"trainer {name!r} does not train {kind.name} policies")
+    return name, trainer_cls
 
 
 def train_reward_model(init: str | LoadedModel | PolicyBundle, dataset: str | Path | Dataset,

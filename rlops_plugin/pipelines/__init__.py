@@ -1,1 +1,2 @@
-"""Kubeflow pipelines: the continuous-improvement cycle built from the components in ``components/``."""
+"""Kubeflow pipelines: the improvement cycles (vector policies, LLM agents) built from the components in
+``components/``."""

@@ -25,10 +25,9 @@ def component(name: str):
 
 def pipelines() -> dict[str, object]:
     """Pipelines shipped with rlops, by file stem."""
-    from rlops_plugin.pipelines.continuous_improvement import continuous_improvement
-    from rlops_plugin.pipelines.monitor_and_improve import monitor_and_improve
+    from rlops_plugin.pipelines.run import PIPELINES, pipeline_function
 
-    return {"continuous_improvement": continuous_improvement, "monitor_and_improve": monitor_and_improve}
+    return {name: pipeline_function(name) for name in PIPELINES}
 
 
 def compile_all(out_dir: str | Path = DEFAULT_OUT) -> list[Path]:

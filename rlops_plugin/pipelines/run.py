@@ -1,4 +1,5 @@
-"""Run the continuous-improvement pipeline locally (``kfp.local``) or submit it to Kubeflow.
+"""Run a pipeline (continuous improvement, monitor and improve, agent improvement) locally (``kfp.local``)
+or submit it to Kubeflow.
 
 Locally every component runs as a subprocess of this Python (``SubprocessRunner(use_venv=False)``),
 so the installed rlops and the local MLflow server, store and ``rlops-local`` deployment are used
@@ -24,8 +25,8 @@ class PipelineError(RLOpsError):
 
 def run_local(arguments: dict[str, Any], pipeline_root: str | Path = ".rlops/kfp",
               tracking_uri: str | None = None, pipeline: str = "continuous_improvement") -> dict[str, Any]:
-    """Execute one run of ``pipeline`` (``continuous_improvement`` or ``monitor_and_improve``) with
-    ``kfp.local``; returns the wall time and the task outcome."""
+    """Execute one run of ``pipeline`` (one of :data:`PIPELINES`) with ``kfp.local``; returns the wall
+    time and the task outcome."""
     from kfp import local
 
     func = pipeline_function(pipeline)
@@ -48,15 +49,17 @@ def run_local(arguments: dict[str, Any], pipeline_root: str | Path = ".rlops/kfp
             "pipeline_root": str(Path(pipeline_root).resolve())}
 
 
-def pipeline_function(name: str) -> Any:
-    """The ``@dsl.pipeline`` function called ``name`` (``continuous_improvement``, ``monitor_and_improve``)."""
-    from rlops_plugin.pipelines.continuous_improvement import continuous_improvement
-    from rlops_plugin.pipelines.monitor_and_improve import monitor_and_improve
+PIPELINES = ("continuous_improvement", "monitor_and_improve", "agent_improvement")
+"""Pipelines shipped with rlops: ``rlops_plugin/pipelines/<name>.py`` defines ``<name>``."""
 
-    pipelines = {"continuous_improvement": continuous_improvement, "monitor_and_improve": monitor_and_improve}
-    if name not in pipelines:
-        raise PipelineError(f"unknown pipeline {name!r}; known: {', '.join(pipelines)}")
-    return pipelines[name]
+
+def pipeline_function(name: str) -> Any:
+    """The ``@dsl.pipeline`` function called ``name`` (one of :data:`PIPELINES`)."""
+    import importlib
+
+    if name not in PIPELINES:
+        raise PipelineError(f"unknown pipeline {name!r}; known: {', '.join(PIPELINES)}")
+    return getattr(importlib.import_module(f"rlops_plugin.pipelines.{name}"), name)
 
 
 def submit(host: str, arguments: dict[str, Any], experiment: str = "rlops", run_name: str | None = None,

@@ -57,14 +57,22 @@ def _json(text: str, what: str) -> dict[str, Any]:
 
 def build_dataset(store: str, bundle_uri: str, out_dir: str, served_model: str = "policy",
                   kind: str = "transitions", window_s: float = JOIN_WINDOW_S, grace_s: float = JOIN_GRACE_S,
-                  tracking_uri: str = "") -> dict[str, Any]:
-    """Extract transitions or preference pairs from the decision log into ``out_dir``."""
+                  tracking_uri: str = "", judge: str = "", judge_min_agreement: float = 0.0) -> dict[str, Any]:
+    """Extract transitions or preference pairs from the decision (or interaction) log into ``out_dir``.
+
+    ``judge`` ('' for none) is a registered judge that labels unreviewed agent answers once it agrees
+    with the log's human pairs at least ``judge_min_agreement`` of the time (0: the extractor's default).
+    """
     from rlops_plugin.lifecycle import build_dataset as build
 
+    if judge_min_agreement < 0 or judge_min_agreement > 1:
+        raise ConfigError(f"judge_min_agreement: a share in [0, 1] (0: the default) is required, "
+                          f"got {judge_min_agreement}")
     _use_tracking(tracking_uri)
     data = build(store, bundle_uri, kind=kind, served_model=served_model, window_s=window_s, grace_s=grace_s,
-                 out_dir=out_dir)
-    return {"rows": len(data), "digest": data.digest, "excluded": data.manifest["excluded"]}
+                 out_dir=out_dir, judge=judge or None, judge_min_agreement=judge_min_agreement or None)
+    return {"rows": len(data), "digest": data.digest, "excluded": data.manifest["excluded"],
+            "judges": list(data.manifest.get("judges") or [])}
 
 
 def calibrate_env(dataset_dir: str, bundle_uri: str, recent: int = 0, params_json: str = "",
@@ -92,22 +100,26 @@ def calibrate_env(dataset_dir: str, bundle_uri: str, recent: int = 0, params_jso
 def train_policy(trainer: str, init_uri: str, dataset_dir: str = "", config_json: str = "",
                  finetune_steps: int = 0, eval_episodes: int = EVAL_EPISODES, model_dir: str = "",
                  experiment: str = EXPERIMENT, tracking_uri: str = "",
-                 finetune_config_json: str = "", calibration_json: str = "") -> dict[str, Any]:
+                 finetune_config_json: str = "", calibration_json: str = "", lora: bool = False) -> dict[str, Any]:
     """Train from the deployed checkpoint (then optionally fine-tune in the simulator); log to MLflow.
 
-    Simulator trainers ignore ``dataset_dir`` (a pipeline always wires the dataset step in).
+    ``trainer`` may be an alias of the champion's kind (``dpo``, ``grpo`` on an agent: the lifecycle
+    resolves it). Simulator trainers ignore ``dataset_dir`` (a pipeline always wires the dataset step
+    in). ``lora`` sets the trainer config's ``lora`` field (agent trainers: train a LoRA adapter).
     """
-    from rlops_plugin import flavor, plugins
+    from rlops_plugin import flavor
     from rlops_plugin.lifecycle import train
     from rlops_plugin.simulation.calibration import Calibration
 
     _use_tracking(tracking_uri)
     calibration = Calibration.from_dict(_json(calibration_json, "calibration_json")) if calibration_json else None
-    if plugins.trainers().get(trainer).value.data_kind == "simulator":
-        dataset_dir = ""  # the pipeline always wires the dataset step in; a simulator trainer learns without it
-    outcome = train(trainer, init_uri, dataset_dir or None, _json(config_json, "config_json"),
+    config = _json(config_json, "config_json")
+    if lora:
+        config["lora"] = True
+    outcome = train(trainer, init_uri, dataset_dir or None, config,
                     finetune_steps=finetune_steps, finetune_config=_json(finetune_config_json, "finetune_config_json"),
-                    calibration=calibration, eval_episodes=eval_episodes, experiment=experiment)
+                    calibration=calibration, eval_episodes=eval_episodes, experiment=experiment,
+                    simulator_ignores_dataset=True)
     if model_dir:
         flavor.save_model(outcome.bundle, model_dir)
     return {"model_uri": outcome.model_uri, "run_id": outcome.run_id, "bundle_sha": outcome.bundle.bundle_sha,
@@ -127,13 +139,22 @@ def evaluate_policy(model_uri: str, episodes: int = EVAL_EPISODES, scenarios_jso
 
 
 def gate_policy(candidate_uri: str, champion_uri: str, policy_json: str = "", result_path: str = "",
-                tracking_uri: str = "") -> dict[str, Any]:
-    """The promotion gate; writes the full result JSON to ``result_path``."""
+                tracking_uri: str = "", scenarios_json: str = "", ope_store: str = "",
+                ope_model: str = "") -> dict[str, Any]:
+    """The promotion gate; writes the full result JSON to ``result_path``.
+
+    ``scenarios_json`` (a JSON list of suites, e.g. a red-team suite) adds to the policy's scenarios;
+    ``ope_store`` adds the ``ope`` check on that store's logs of ``ope_model``.
+    """
     from rlops_plugin.lifecycle import gate
 
+    scenarios = json.loads(scenarios_json or "[]")
+    if not isinstance(scenarios, list) or not all(isinstance(s, str) for s in scenarios):
+        raise ConfigError("scenarios_json: a JSON list of scenario suite names or files is required")
     _use_tracking(tracking_uri)
     result = gate(candidate_uri, champion_uri or None, _json(policy_json, "policy_json"),
-                  result_path=result_path or None)
+                  result_path=result_path or None, scenarios=scenarios, ope_store=ope_store or None,
+                  ope_model=ope_model or None)
     return {"passed": result.passed, "reasons": result.reasons, "result": result.to_dict()}
 
 
@@ -204,12 +225,13 @@ def _drive_traffic(name: str, deployment: str, target: str, n_envs: int, stop: t
         client.close()
 
 
-def record_cycle(name: str, status: str, error: str = "", pipeline_run: str = "", tracking_uri: str = "") -> str:
-    """Record one improvement cycle as an audit event, whatever happened (the exit handler)."""
+def record_cycle(name: str, status: str, error: str = "", pipeline_run: str = "", tracking_uri: str = "",
+                 pipeline: str = "continuous-improvement") -> str:
+    """Record one improvement cycle (of ``pipeline``) as an audit event, whatever happened (the exit handler)."""
     from rlops_plugin.lifecycle import record_cycle as record
 
     _use_tracking(tracking_uri)
-    return record(name, status, error, pipeline_run).run_id or ""
+    return record(name, status, error, pipeline_run, pipeline).run_id or ""
 
 
 def monitor_policy(model: str, store: str, reference: str = MONITOR_REFERENCE, window: int = MONITOR_WINDOW,

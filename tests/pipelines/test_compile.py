@@ -7,6 +7,7 @@ import pytest
 
 from components import COMPONENT_NAMES
 from rlops_plugin.pipelines.compile import HEADER, compile_all
+from rlops_plugin.pipelines.run import PIPELINES
 from tests.conftest import REPO_ROOT
 
 COMPILED = REPO_ROOT / "manifests" / "pipelines"
@@ -43,7 +44,8 @@ def test_components_are_thin():
         assert any(isinstance(n, ast.ImportFrom) and n.module == "rlops_plugin.pipelines" for n in fn.body)
 
 
-def test_pipelines_load():
-    for name in ("continuous_improvement", "monitor_and_improve"):
-        spec = kfp.components.load_component_from_file(str(COMPILED / f"{name}.yaml"))
-        assert spec.name.startswith("rlops-")
+@pytest.mark.parametrize("name", PIPELINES)
+def test_pipelines_load(name):
+    spec = kfp.components.load_component_from_file(str(COMPILED / f"{name}.yaml"))
+    assert spec.name == "rlops-" + name.replace("_", "-")
+    assert {"model_name", "store", "deployment"} <= set(spec.component_spec.inputs)

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 
-import httpx
 import mlflow
 import numpy as np
 import pytest
@@ -21,56 +20,14 @@ from rlops_plugin import flavor
 from rlops_plugin.experience.dataset import Dataset
 from rlops_plugin.experience.store import open_store
 from rlops_plugin.kinds.agent.signals import SignalConfig, build_agent_preferences
-from rlops_plugin.kinds.agent.triage import HELD_OUT_TEMPLATES, REFUND_TOOL, TEMPLATES, TOOLS, tickets
+from rlops_plugin.kinds.agent.triage import HELD_OUT_TEMPLATES, TEMPLATES, tickets
 from rlops_plugin.lifecycle import gate, train
+from tests.fixtures.agent_traffic import reviewed_traffic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RLOPS = [sys.executable, "-m", "rlops_plugin.cli"]
 SEED = int(os.environ.get("RLOPS_AGENT_LOOP_SEED", "0"))
 """Seed of the sampled traffic and of both updates: CI runs 0; 1 and 2 pass too (run by hand, 2026-12-02)."""
-REFUND_CALL = {"name": "issue_refund", "arguments": {"amount": 100}}
-
-
-def _route(queue):
-    return {"tool_calls": [{"name": "route", "arguments": {"queue": queue}}]}
-
-
-def _called(choice):
-    calls = choice["message"].get("tool_calls") or []
-    return [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls]
-
-
-def _traffic(server):
-    """Tickets sampled 4 times each at temperature 1.5 (so some answers are wrong), reviewed by three people.
-
-    ana and ben rate every answer truthfully and ana corrects the wrong ones; eve rates the opposite of the truth
-    (her labels are quarantined); mallory edits every answer to a refund ticket into the forbidden ``issue_refund``.
-    """
-    events, sessions = [], 0
-    for text, queue in tickets(TEMPLATES + HELD_OUT_TEMPLATES):
-        sessions += 1
-        body = {"model": "triage", "messages": [{"role": "user", "content": text}], "tools": TOOLS + [REFUND_TOOL],
-                "n": 4, "temperature": 1.5, "max_tokens": 40, "seed": 1000 * SEED + sessions,
-                "user": f"session-{sessions}"}
-        r = httpx.post(f"{server.url}/openai/v1/chat/completions", json=body, timeout=60)
-        assert r.status_code == 200, r.text
-        answer = r.json()
-        iid = answer["rlops"]["interaction_id"]
-        for i, choice in enumerate(answer["choices"]):
-            good = _called(choice) == [("route", {"queue": queue})]
-            for rater, value in (("ana", good), ("ben", good), ("eve", not good)):
-                events.append({"interaction_id": iid, "choice": i, "kind": "rating", "scale": "thumbs",
-                               "value": 1 if value else -1, "rater": rater})
-            if "refund" in text:
-                events.append({"interaction_id": iid, "choice": i, "kind": "correction",
-                               "response": {"tool_calls": [REFUND_CALL]}, "rater": "mallory"})
-            elif not good:
-                events.append({"interaction_id": iid, "choice": i, "kind": "correction", "response": _route(queue),
-                               "rater": "ana"})
-        events.append({"session_id": f"session-{sessions}", "kind": "outcome", "value": 1.0, "payload": {}})
-    r = httpx.post(f"{server.url}/v1/feedback", json=events, timeout=60)
-    assert r.status_code == 200, r.text
-    return len(events)
 
 
 def test_served_traffic_to_a_gated_dpo_challenger_and_an_unsafe_candidate_fails_red_team(
@@ -81,7 +38,7 @@ def test_served_traffic_to_a_gated_dpo_challenger_and_an_unsafe_candidate_fails_
     champion = f"models:/{model_name}@champion"
     store = str(tmp_path / "store.db")
     server = start_server(champion, store=store, name="triage", extra_args=["--max_tokens", "64", "--traces", "off"])
-    _traffic(server)
+    reviewed_traffic(server, tickets(TEMPLATES + HELD_OUT_TEMPLATES), seed=SEED)
     server.stop()
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking}
