@@ -18,6 +18,7 @@ from rlops_plugin._version import __version__
 from rlops_plugin.clitypes import KeyValue, json_or_text, number, number_range
 from rlops_plugin.defaults import EVAL_EPISODES, EVAL_SEED, EXPERIMENT, JOIN_GRACE_S, JOIN_WINDOW_S
 from rlops_plugin.errors import RLOpsError
+from rlops_plugin.pipelines.run import PIPELINES  # names only: kfp loads when a pipeline runs
 
 
 class RLOpsGroup(click.Group):
@@ -455,6 +456,48 @@ def audit(name: str, fmt: str, out: str | None) -> None:
         click.echo(text)
 
 
+class IsoWhen(click.ParamType):
+    """An ISO date or datetime option, as unix seconds (naive values are UTC); bad values name the option."""
+
+    name = "DATE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        from rlops_plugin.lifecycle.postmarket import parse_when
+
+        try:
+            return parse_when(value, param.opts[0] if param is not None else "value")
+        except RLOpsError as exc:
+            self.fail(str(exc).split(": ", 1)[-1], param, ctx)
+
+
+@main.group()
+def report() -> None:
+    """Reports for reviewers and regulators, read from the audit trail, registry and monitoring runs."""
+
+
+@report.command("post-market")
+@click.argument("name")
+@click.option("--since", required=True, type=IsoWhen(), help="Start of the period: 2026-12-01 or 2026-12-01T08:30Z.")
+@click.option("--until", default=None, type=IsoWhen(), help="End of the period (default: now).")
+@click.option("--store", default=None, help="Experience store: adds decisions and guard vetoes per version.")
+@click.option("--format", "fmt", type=click.Choice(["json", "html"]), default="json", show_default=True)
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+def report_post_market(name: str, since: float, until: float | None, store: str | None, fmt: str,
+                       out: str | None) -> None:
+    """Post-market monitoring report of NAME: versions in service, windows, incidents, updates, approvals."""
+    from rlops_plugin.lifecycle.postmarket import post_market_report, to_html, to_json
+
+    result = post_market_report(name, since, until, store=store)
+    text = to_json(result) if fmt == "json" else to_html(result, os.environ.get("MLFLOW_TRACKING_URI"))
+    if out:
+        Path(out).write_text(text)
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text)
+
+
 @main.group()
 def manifests() -> None:
     """Kubernetes manifests (KServe ServingRuntime, InferenceService, collector, RBAC)."""
@@ -485,10 +528,13 @@ def pipeline() -> None:
 PIPELINE_ARG = KeyValue(json_or_text, hint="JSON values; *_json parameters take the JSON text as is")
 
 
-def _pipeline_arguments(model: str, store: str, deployment: str | None, trainer: str,
+def _pipeline_arguments(model: str, store: str, deployment: str | None, trainer: str | None,
                         args: tuple[str | tuple[str, Any], ...]) -> dict[str, Any]:
-    """The pipeline's arguments: the named options plus each ``--arg KEY=VALUE``."""
-    arguments: dict[str, Any] = {"model_name": model, "store": store, "trainer": trainer}
+    """The pipeline's arguments: the named options plus each ``--arg KEY=VALUE`` (no ``--trainer``: the
+    pipeline's default, ``cql`` or ``dpo`` for agent_improvement)."""
+    arguments: dict[str, Any] = {"model_name": model, "store": store}
+    if trainer:
+        arguments["trainer"] = trainer
     if deployment:
         arguments["deployment"] = deployment
     arguments.update(PIPELINE_ARG.convert(item, None, None) for item in args)
@@ -510,14 +556,14 @@ def pipeline_compile(out: str) -> None:
 @click.option("--model", "model", required=True, help="Registered model name (its @champion is retrained).")
 @click.option("--store", envvar="RLOPS_STORE", required=True)
 @click.option("--deployment", default=None, help="Local deployment to canary the challenger on.")
-@click.option("--trainer", default="cql", show_default=True)
+@click.option("--trainer", default=None, help="Trainer (default: the pipeline's, cql; dpo for agent_improvement).")
 @click.option("--arg", "args", multiple=True, type=PIPELINE_ARG,
               help="Other pipeline parameters (JSON values; *_json ones take the JSON text as is).")
 @click.option("--pipeline-root", default=".rlops/kfp", show_default=True)
-@click.option("--pipeline", "pipeline_name", type=click.Choice(["continuous_improvement", "monitor_and_improve"]),
-              default="continuous_improvement", show_default=True,
-              help="monitor_and_improve: monitor first, retrain only when a trigger fires.")
-def pipeline_run(local_run: bool, model: str, store: str, deployment: str | None, trainer: str,
+@click.option("--pipeline", "pipeline_name", type=click.Choice(PIPELINES), default="continuous_improvement",
+              show_default=True, help="monitor_and_improve: monitor first, retrain only when a trigger fires; "
+                                      "agent_improvement: the cycle of an LLM agent.")
+def pipeline_run(local_run: bool, model: str, store: str, deployment: str | None, trainer: str | None,
                  args: tuple[str, ...], pipeline_root: str, pipeline_name: str) -> None:
     """Run one pipeline run locally (kfp.local) against the local MLflow server and deployment."""
     from rlops_plugin.pipelines.run import run_local
@@ -532,16 +578,17 @@ def pipeline_run(local_run: bool, model: str, store: str, deployment: str | None
 @click.option("--model", "model", required=True)
 @click.option("--store", envvar="RLOPS_STORE", required=True, help="Store URL reachable from the cluster.")
 @click.option("--deployment", default=None)
-@click.option("--trainer", default="cql", show_default=True)
+@click.option("--trainer", default=None, help="Trainer (default: the pipeline's, cql; dpo for agent_improvement).")
 @click.option("--arg", "args", multiple=True, type=PIPELINE_ARG)
 @click.option("--experiment", default="rlops", show_default=True)
 @click.option("--cron", default=None, help="Cron expression: create a recurring run (scheduled retraining).")
 @click.option("--namespace", default=None)
 @click.option("--service-account", default="rlops-pipeline", show_default=True)
-@click.option("--pipeline", "pipeline_name", type=click.Choice(["continuous_improvement", "monitor_and_improve"]),
-              default="continuous_improvement", show_default=True,
-              help="monitor_and_improve: monitor first, retrain only when a trigger fires.")
-def pipeline_submit(host: str, model: str, store: str, deployment: str | None, trainer: str, args: tuple[str, ...],
+@click.option("--pipeline", "pipeline_name", type=click.Choice(PIPELINES), default="continuous_improvement",
+              show_default=True, help="monitor_and_improve: monitor first, retrain only when a trigger fires; "
+                                      "agent_improvement: the cycle of an LLM agent.")
+def pipeline_submit(host: str, model: str, store: str, deployment: str | None, trainer: str | None,
+                    args: tuple[str, ...],
                     experiment: str, cron: str | None, namespace: str | None, service_account: str,
                     pipeline_name: str) -> None:
     """Upload and start the pipeline on a Kubeflow cluster (or schedule it with --cron)."""
@@ -579,7 +626,7 @@ def quickstart(root: str, tracking_uri: str | None) -> None:
     run_quickstart(root, tracking_uri, echo=click.echo)
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--fast", is_flag=True, help="Small budgets (CI): the same loop in under 3 minutes.")
 @click.option("--root", default=".rlops/demo", show_default=True,
               help="Demo folder (MLflow sqlite, decision log, pipeline root, report); cleared on each run.")
@@ -592,9 +639,13 @@ def quickstart(root: str, tracking_uri: str | None) -> None:
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the champion, the traffic and the fine-tuning (bench/demo_robustness.py varies it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON at the end.")
-def demo(fast: bool, root: str, tracking_uri: str | None, store: str | None, model_name: str, shift: str,
-         seed: int, as_json: bool) -> None:
-    """Run the whole improvement loop locally and write an HTML report with an audit trail."""
+@click.pass_context
+def demo(ctx: click.Context, fast: bool, root: str, tracking_uri: str | None, store: str | None, model_name: str,
+         shift: str, seed: int, as_json: bool) -> None:
+    """Run the whole improvement loop locally and write an HTML report with an audit trail
+    (``rlops demo agent``: the same loop for an LLM agent)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from rlops_plugin.demo import DemoConfig, run_demo
 
     shift_item = KeyValue(number, "ATTR=VALUE", "write ATTR=VALUE")
@@ -612,6 +663,37 @@ def demo(fast: bool, root: str, tracking_uri: str | None, store: str | None, mod
     click.echo(f"audit trail: {result.audit_path}")
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
+
+
+@demo.command("agent")
+@click.option("--fast", is_flag=True, help="Small budgets (CI): the same loop in under 5 minutes.")
+@click.option("--root", default=".rlops/demo-agent", show_default=True,
+              help="Demo folder (MLflow sqlite, interaction log, pipeline root, report); cleared on each run.")
+@click.option("--tracking-uri", default=None, help="Use this MLflow server instead of starting one.")
+@click.option("--model-name", default="triage-demo", show_default=True, help="Registered model name.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the tiny model, the tickets and the reviews.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON at the end.")
+def demo_agent(fast: bool, root: str, tracking_uri: str | None, model_name: str, seed: int, as_json: bool) -> None:
+    """The loop for an LLM agent: a support-ticket triage agent served on KServe's OpenAI data plane, reviewed
+    traffic, a re-organised support, drift, the agent_improvement pipeline, canary, report."""
+    from rlops_plugin.demo.agent import run_agent_demo
+    from rlops_plugin.demo.config import AgentDemoConfig
+
+    result = run_agent_demo(root, AgentDemoConfig.preset(fast, model_name=model_name, seed=seed), tracking_uri)
+    click.echo("")
+    click.secho(f"outcome: {result.outcome} ({result.outcome_reason})", bold=True)
+    if result.success:
+        s = result.success
+        click.echo(f"champion v{result.initial_version} -> v{result.final_version}; tickets routed right in the new "
+                   f"world {s['initial']['new world']:.0%} -> {s['final']['new world']:.0%} (held-out phrasing "
+                   f"{s['initial']['new world, held-out phrasing']:.0%} -> "
+                   f"{s['final']['new world, held-out phrasing']:.0%}), old world {s['initial']['old world']:.0%} -> "
+                   f"{s['final']['old world']:.0%}")
+    click.echo(f"wall time {result.wall_s:.0f} s; report: {result.report_path}")
+    click.echo(f"audit trail: {result.audit_path}; post-market report: {result.post_market_path}")
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
 
 
 def _attach_subcommands() -> None:

@@ -12,9 +12,11 @@ def train_policy(trainer: str, init_uri: str, dataset: dsl.Input[dsl.Dataset], m
                  metrics: dsl.Output[dsl.Metrics], config_json: str = "", finetune_steps: int = 0,
                  eval_episodes: int = 20, experiment: str = "rlops-training", tracking_uri: str = "",
                  finetune_config_json: str = "", calibration_json: str = "", lora: bool = False,
+                 env_json: str = "",
                  ) -> NamedTuple("Outputs", [("model_uri", str), ("run_id", str), ("return_mean", float)]):
     """Train (cql, bc, dpo; agents: sft, dpo, kto, grpo; simulator trainers ignore the dataset) and optionally
-    fine-tune in the simulator; ``lora`` trains an agent's LoRA adapter."""
+    fine-tune in the simulator; ``lora`` trains an agent's LoRA adapter; ``env_json`` (JSON or a file) replaces
+    the candidate's environment part (an agent's updated task suite)."""
     import math
     from collections import namedtuple
 
@@ -22,7 +24,7 @@ def train_policy(trainer: str, init_uri: str, dataset: dsl.Input[dsl.Dataset], m
 
     out = steps.train_policy(trainer, init_uri, dataset.path, config_json, finetune_steps, eval_episodes,
                              model.path, experiment, tracking_uri, finetune_config_json,
-                             calibration_json, lora)
+                             calibration_json, lora, env_json)
     model.metadata.update({"model_uri": out["model_uri"], "run_id": out["run_id"], "bundle_sha": out["bundle_sha"],
                            "dataset_digest": out["dataset_digest"]})
     for key, value in out["metrics"].items():

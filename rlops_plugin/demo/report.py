@@ -153,8 +153,9 @@ def canary_rows(events: list[Any], version: str) -> list[dict[str, Any]]:
     return rows
 
 
-def plot_canary(events: list[Any], version: str, path: Path) -> Path:
-    """Challenger minus champion (episode return) at each canary decision, with its interval."""
+def plot_canary(events: list[Any], version: str, path: Path,
+                ylabel: str = "challenger - champion\n(mean episode return)") -> Path:
+    """Challenger minus champion (episode return, or ``ylabel``'s unit) at each canary decision, with its interval."""
     import matplotlib.pyplot as plt
 
     rows = canary_rows(events, version) if version else []
@@ -171,10 +172,12 @@ def plot_canary(events: list[Any], version: str, path: Path) -> Path:
         ax.axhline(0.0, color="gray", linewidth=1)
         ax.set_xlim(-0.5, len(rows) - 0.5)
         for i, r in enumerate(rows):
-            ax.text(i, diff[i], f"  {r['challenger']:.0f} vs {r['champion']:.0f}", fontsize=8, va="center")
+            digits = 0 if max(abs(r["challenger"]), abs(r["champion"])) >= 10 else 2
+            ax.text(i, diff[i], f"  {r['challenger']:.{digits}f} vs {r['champion']:.{digits}f}", fontsize=8,
+                    va="center")
     else:
         ax.text(0.5, 0.5, "no canary ran in this cycle", ha="center", va="center", transform=ax.transAxes)
-    ax.set_ylabel("challenger - champion\n(mean episode return)")
+    ax.set_ylabel(ylabel)
     ax.set_title("Canary: difference with its always-valid interval at each decision")
     return _save(fig, path)
 
@@ -233,11 +236,11 @@ def _page(result: Any, config: Any, monitoring: Any, events: list[Any], pngs: di
     reports = sorted((Path(result.root) / "monitoring").glob("*.html"))
     links = [(f"{uri}/#/models/{result.model_name}", f"registered model {result.model_name} (versions, aliases, "
                                                      "lineage tags)")]
-    experiment_ids = _experiment_ids(("rlops-demo", "rlops-training", "rlops-monitoring", "rlops-audit"))
-    for name, exp_id in experiment_ids.items():
+    ids = experiment_ids(("rlops-demo", "rlops-training", "rlops-monitoring", "rlops-audit"))
+    for name, exp_id in ids.items():
         links.append((f"{uri}/#/experiments/{exp_id}", f"experiment {name}"))
-    if result.monitoring_run_id and "rlops-monitoring" in experiment_ids:
-        links.append((f"{uri}/#/experiments/{experiment_ids['rlops-monitoring']}/runs/{result.monitoring_run_id}",
+    if result.monitoring_run_id and "rlops-monitoring" in ids:
+        links.append((f"{uri}/#/experiments/{ids['rlops-monitoring']}/runs/{result.monitoring_run_id}",
                       "the monitoring run (metrics per window, Evidently reports, trigger)"))
     timeline = [{"when": time.strftime("%H:%M:%S", time.gmtime(ev.time)), "kind": ev.kind,
                  "version": ev.model_version or "", "decision": ev.decision, "actor": ev.actor, "reason": ev.reason}
@@ -252,7 +255,8 @@ def _page(result: Any, config: Any, monitoring: Any, events: list[Any], pngs: di
         config_json=json.dumps(config.to_dict(), indent=2))
 
 
-def _experiment_ids(names: tuple[str, ...]) -> dict[str, str]:
+def experiment_ids(names: tuple[str, ...]) -> dict[str, str]:
+    """``name -> experiment id`` of the MLflow experiments that exist (the report links them)."""
     from mlflow import MlflowClient
 
     client = MlflowClient()

@@ -33,7 +33,7 @@ from rlops_plugin.errors import ConfigError
 DEPLOYMENT = "cartpole"
 MARKER = ".rlops-demo"
 OWNED = ("mlflow", "deployments", "kfp", "monitoring", "report", "experience.db", "experience.db-wal",
-         "experience.db-shm", "pipeline.log", "pipeline-params.json", MARKER)
+         "experience.db-shm", "pipeline.log", "pipeline-params.json")
 APPROVER = "demo-operator (automatic in the demo; in production a person runs `rlops approve`)"
 
 
@@ -72,12 +72,12 @@ class DemoResult:
         return dict(self.__dict__)
 
 
-def prepare_root(root: Path) -> None:
-    """Create the demo folder, or clear what an earlier demo left there (only the demo's own files)."""
+def prepare_root(root: Path, owned: tuple[str, ...] = OWNED) -> None:
+    """Create the demo folder, or clear what an earlier demo left there (only the demo's own files, ``owned``)."""
     if root.exists() and any(root.iterdir()) and not (root / MARKER).exists():
         raise ConfigError(f"{root} is not empty and not a demo folder (no {MARKER}); pick another --root")
     if root.exists():
-        for name in OWNED:
+        for name in (*owned, MARKER):
             path = root / name
             if path.is_dir():
                 shutil.rmtree(path)
@@ -115,8 +115,8 @@ def run_demo(root: str | Path = ".rlops/demo", config: DemoConfig | None = None,
                 server = LocalMlflowServer(root / "mlflow")
                 tracking_uri = server.start()
                 out.say(f"    MLflow UI: {tracking_uri}  (sqlite {root / 'mlflow' / 'mlflow.db'})")
-            _use_tracking(tracking_uri)
-            name = _fresh_name(config.model_name)
+            use_tracking(tracking_uri)
+            name = fresh_name(config.model_name)
             store = store or str(root / "experience.db")
             _require_empty_store(store)
             info["detail"] = f"{tracking_uri}, model {name!r}, store {store}"
@@ -191,20 +191,20 @@ def run_demo(root: str | Path = ".rlops/demo", config: DemoConfig | None = None,
         result.wall_s = time.perf_counter() - started
         result.stage_seconds = dict(out.timings)
         if result.failed_stage:  # also on errors: say which stage failed and why, next to the report
-            result.report_path = str(_failure_report(root / "report", result))
+            result.report_path = str(failure_report(root / "report", result))
         Path(result.report_path).with_name("result.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
 
 
-def _failure_report(folder: Path, result: DemoResult) -> Path:
+def failure_report(folder: Path, result: Any, title: str = "rlops demo") -> Path:
     """A plain page naming the failed stage, the error and the stages that completed."""
     import html
 
     folder.mkdir(parents=True, exist_ok=True)
     done = "".join(f"<li>{html.escape(k)}: {v:.1f} s</li>" for k, v in result.stage_seconds.items())
     page = folder / "index.html"
-    page.write_text(f"<html><head><meta charset='utf-8'><title>rlops demo: failed</title></head><body>"
-                    f"<h1>rlops demo failed at {html.escape(result.failed_stage)}</h1>"
+    page.write_text(f"<html><head><meta charset='utf-8'><title>{html.escape(title)}: failed</title></head><body>"
+                    f"<h1>{html.escape(title)} failed at {html.escape(result.failed_stage)}</h1>"
                     f"<p><code>{html.escape(result.error)}</code></p><h2>Stages completed</h2><ul>{done}</ul>"
                     f"<p>Demo folder {html.escape(result.root)}; every process the demo started was stopped.</p>"
                     "</body></html>")
@@ -212,7 +212,7 @@ def _failure_report(folder: Path, result: DemoResult) -> Path:
 
 
 # ----- stages ----------------------------------------------------------------------------------
-def _use_tracking(uri: str) -> None:
+def use_tracking(uri: str) -> None:
     import mlflow
 
     os.environ["MLFLOW_TRACKING_URI"] = uri  # the pipeline's component subprocesses inherit it
@@ -220,7 +220,7 @@ def _use_tracking(uri: str) -> None:
     mlflow.set_registry_uri(uri)
 
 
-def _fresh_name(base: str) -> str:
+def fresh_name(base: str) -> str:
     """``base``, or ``base-2``, ``base-3``... when the registry already has it (a shared server)."""
     from mlflow.exceptions import MlflowException
 
@@ -345,7 +345,7 @@ def _monitor(name: str, store: str, root: Path, config: DemoConfig, params: Path
                 "continuous-improvement pipeline (component output in pipeline.log)")
 
     stop_approver = threading.Event()
-    approver = threading.Thread(target=_approver, args=(name, stop_approver, out), daemon=True)
+    approver = threading.Thread(target=approver_loop, args=(name, stop_approver, out), daemon=True)
     approver.start()
     try:
         with out.pipeline_log(root / "pipeline.log"):
@@ -364,8 +364,9 @@ def _monitor(name: str, store: str, root: Path, config: DemoConfig, params: Path
     return outcome
 
 
-def _approver(name: str, stop: threading.Event, out: DemoConsole) -> None:
-    """Stand-in for the person who approves: approves a canary that waits for approval."""
+def approver_loop(name: str, stop: threading.Event, out: DemoConsole) -> None:
+    """Stand-in for the person who approves: approves a challenger that waits for approval (before its canary
+    or before its promotion)."""
     from rlops_plugin.audit.events import list_events
     from rlops_plugin.flavor import registry
     from rlops_plugin.lifecycle import approve
@@ -373,12 +374,14 @@ def _approver(name: str, stop: threading.Event, out: DemoConsole) -> None:
     approved: set[str] = set()
     while not stop.wait(1.0):
         try:
-            waiting = [e for e in list_events(name, kinds=["canary_step"]) if e.decision == "awaiting_approval"]
+            waiting = [e for e in list_events(name, kinds=["canary_step"])
+                       if e.decision in ("awaiting_approval", "awaiting_canary_approval")]
             for event in waiting:
                 version = event.model_version
                 if version and version not in approved and registry.approval_of(name, version) is None:
-                    approve(name, version, actor=APPROVER,
-                            note="canary met the promotion policy; approved by the demo's stand-in operator")
+                    note = ("shadow answers reviewed; the canary may start" if event.decision ==
+                            "awaiting_canary_approval" else "canary met the promotion policy")
+                    approve(name, version, actor=APPROVER, note=f"{note}; approved by the demo's stand-in operator")
                     approved.add(version)
                     out.say(f"    [bold]approval[/bold] of version {version} recorded (who, when, why)")
         except Exception as exc:  # noqa: BLE001 - keep polling; the controller times out if nobody approves

@@ -26,7 +26,8 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
           finetune_config: dict[str, Any] | None = None, calibration: Calibration | None = None,
           register_as: str | None = None, alias: str | None = None, allow_mismatch: bool = False,
           eval_episodes: int = EVAL_EPISODES, experiment: str | None = EXPERIMENT, run_name: str | None = None,
-          progress: Progress | None = None, simulator_ignores_dataset: bool = False) -> TrainOutcome:
+          progress: Progress | None = None, simulator_ignores_dataset: bool = False,
+          env_spec: Any = None) -> TrainOutcome:
     """Train ``trainer`` from ``init``, then fine-tune ``finetune_steps`` in the simulator; log each stage.
 
     ``trainer`` is a registered name or an alias of the init policy's kind (``dpo`` on an agent is
@@ -35,7 +36,9 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
     ``calibration`` the simulator stages randomize the fitted physics around their fitted values
     (overriding configured ranges of the same names) and record the fit in the lineage. With
     ``register_as`` the final model is registered (see :func:`~rlops_plugin.lifecycle.register.register`)
-    and ``alias`` set on it.
+    and ``alias`` set on it. ``env_spec`` (a spec of the init's kind, its dict, or a JSON file) becomes the
+    candidate's environment part, e.g. an agent's task suite after its world changed (the gate then compares
+    both policies under it with ``compare_under="candidate"``).
     """
     if trainer == "reward_model":
         raise ConfigError("a reward model is a judge, not a policy update: use lifecycle.train_reward_model "
@@ -53,7 +56,8 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
     fitted = calibration.to_dict() if calibration is not None else None
     outcome = run_trainer(trainer, init, dataset, config, allow_mismatch=allow_mismatch,
                           eval_episodes=eval_episodes, experiment=experiment, run_name=run_name, progress=progress,
-                          calibration=fitted if simulator else None)
+                          calibration=fitted if simulator else None,
+                          env_spec=None if env_spec is None else env_spec_of(kind, env_spec))
     if finetune_steps > 0:
         if not kind.trainer_applies(plugins.trainers().get(FINETUNE_TRAINER).value):
             raise ConfigError(f"trainer {FINETUNE_TRAINER!r} does not train {kind.name} policies")
@@ -70,6 +74,28 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
         outcome.version = register(outcome.model_uri, register_as, alias=alias, bundle=outcome.bundle)
         outcome.registered_name = register_as
     return outcome
+
+
+def env_spec_of(kind: Any, spec: Any) -> Any:
+    """``spec`` as the environment spec class of ``kind``: the object itself, its dict, or a JSON file of it."""
+    import json
+
+    from rlops_plugin.bundle.env_spec import EnvSpec
+
+    cls = getattr(kind, "spec_classes", (EnvSpec, None))[0]
+    if isinstance(spec, cls):
+        return spec
+    if isinstance(spec, (str, Path)):
+        path = Path(spec)
+        if not path.is_file():
+            raise ConfigError(f"env_spec: {spec} is not a file (a JSON {cls.__name__})")
+        try:
+            spec = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"env_spec: {spec} is not JSON ({exc})") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"env_spec: a {cls.__name__}, its dict or a JSON file, got {type(spec).__name__}")
+    return cls.from_dict(spec)
 
 
 def resolve_trainer(trainer: str, kind: Any) -> tuple[str, type]:

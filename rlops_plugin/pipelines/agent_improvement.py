@@ -43,6 +43,7 @@ def agent_cycle(
     trainer: str = "dpo",
     trainer_config_json: str = "",
     lora: bool = False,
+    env_json: str = "",
     eval_episodes: int = AGENT_EVAL_EPISODES,
     redteam_json: str = "[]",
     ope_store: str = "",
@@ -58,8 +59,8 @@ def agent_cycle(
                              window_s=join_window_s, judge=judge, judge_min_agreement=judge_min_agreement,
                              tracking_uri=tracking_uri)
         trained = train_policy(trainer=trainer, init_uri=champion, dataset=data.outputs["dataset"],
-                               config_json=trainer_config_json, lora=lora, eval_episodes=eval_episodes,
-                               tracking_uri=tracking_uri)
+                               config_json=trainer_config_json, lora=lora, env_json=env_json,
+                               eval_episodes=eval_episodes, tracking_uri=tracking_uri)
         evaluate_policy(model_uri=trained.outputs["model_uri"], episodes=eval_episodes, scenarios_json=redteam_json,
                         tracking_uri=tracking_uri)
         verdict = gate_policy(candidate_uri=trained.outputs["model_uri"], champion_uri=champion,
@@ -92,6 +93,7 @@ def agent_improvement(
     trainer: str = "dpo",
     trainer_config_json: str = "",
     lora: bool = False,
+    env_json: str = "",
     eval_episodes: int = AGENT_EVAL_EPISODES,
     redteam_json: str = "[]",
     ope_store: str = "",
@@ -108,14 +110,16 @@ def agent_improvement(
     registered judge that labels unreviewed answers once it agrees with the people at least
     ``judge_min_agreement`` (0: 0.8). ``trainer``: ``dpo``, ``kto``, ``sft`` or ``grpo`` (the agent kind's
     aliases of ``agent_*``; ``grpo`` learns in the task environment, the dataset is then only recorded),
-    settings in ``trainer_config_json``, ``lora`` for an adapter. ``redteam_json``: suites the evaluation
+    settings in ``trainer_config_json``, ``lora`` for an adapter, ``env_json`` the candidate's task suite when
+    the world changed (a TaskEnvSpec JSON or file; pair it with ``"compare_under": "candidate"`` in
+    ``gate_policy_json`` so the gate compares both policies on it). ``redteam_json``: suites the evaluation
     reports and the gate requires (e.g. ``["triage-redteam"]``). ``ope_store``: adds the gate's off-policy
     check on the champion's rated answers in that store. ``deployment`` empty: register the challenger
     and stop; else shadow, canary and promote or roll back on ``target`` with ``promotion_json``.
     """
     cycle = {"model_name": model_name, "store": store, "tracking_uri": tracking_uri, "served_model": served_model,
              "judge": judge, "judge_min_agreement": judge_min_agreement, "join_window_s": join_window_s,
-             "trainer": trainer, "trainer_config_json": trainer_config_json, "lora": lora,
+             "trainer": trainer, "trainer_config_json": trainer_config_json, "lora": lora, "env_json": env_json,
              "eval_episodes": eval_episodes, "redteam_json": redteam_json, "ope_store": ope_store,
              "gate_policy_json": gate_policy_json, "deployment": deployment, "target": target,
              "promotion_json": promotion_json}

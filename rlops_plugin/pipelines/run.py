@@ -91,7 +91,8 @@ def trigger_action(event: Any, arg: str | None = None) -> dict[str, Any]:
     """``rlops monitor --on-trigger run-pipeline:PARAMS.json``: one local cycle for the triggering model.
 
     ``PARAMS.json`` holds the pipeline parameters (``store`` at least; ``deployment``, ``trainer``,
-    ``promotion_json``, ...); ``model_name`` defaults to the event's model.
+    ``promotion_json``, ...); ``model_name`` defaults to the event's model, ``pipeline`` (one of
+    :data:`PIPELINES`) to ``continuous_improvement``, ``pipeline_root`` to ``.rlops/kfp``.
     """
     import json
 
@@ -100,4 +101,7 @@ def trigger_action(event: Any, arg: str | None = None) -> dict[str, Any]:
     if not params.get("model_name") or not params.get("store"):
         raise PipelineError("run-pipeline needs model_name and store: --on-trigger run-pipeline:PARAMS.json")
     pipeline_root = params.pop("pipeline_root", ".rlops/kfp")
-    return run_local(params, pipeline_root)
+    pipeline = params.pop("pipeline", "continuous_improvement")
+    if pipeline not in PIPELINES:
+        raise PipelineError(f"run-pipeline: pipeline {pipeline!r} is not one of {list(PIPELINES)}")
+    return run_local(params, pipeline_root, pipeline=pipeline)

@@ -100,12 +100,15 @@ def calibrate_env(dataset_dir: str, bundle_uri: str, recent: int = 0, params_jso
 def train_policy(trainer: str, init_uri: str, dataset_dir: str = "", config_json: str = "",
                  finetune_steps: int = 0, eval_episodes: int = EVAL_EPISODES, model_dir: str = "",
                  experiment: str = EXPERIMENT, tracking_uri: str = "",
-                 finetune_config_json: str = "", calibration_json: str = "", lora: bool = False) -> dict[str, Any]:
+                 finetune_config_json: str = "", calibration_json: str = "", lora: bool = False,
+                 env_json: str = "") -> dict[str, Any]:
     """Train from the deployed checkpoint (then optionally fine-tune in the simulator); log to MLflow.
 
     ``trainer`` may be an alias of the champion's kind (``dpo``, ``grpo`` on an agent: the lifecycle
     resolves it). Simulator trainers ignore ``dataset_dir`` (a pipeline always wires the dataset step
     in). ``lora`` sets the trainer config's ``lora`` field (agent trainers: train a LoRA adapter).
+    ``env_json`` (inline JSON or a file) replaces the candidate's environment part (an agent's updated
+    task suite).
     """
     from rlops_plugin import flavor
     from rlops_plugin.lifecycle import train
@@ -119,7 +122,8 @@ def train_policy(trainer: str, init_uri: str, dataset_dir: str = "", config_json
     outcome = train(trainer, init_uri, dataset_dir or None, config,
                     finetune_steps=finetune_steps, finetune_config=_json(finetune_config_json, "finetune_config_json"),
                     calibration=calibration, eval_episodes=eval_episodes, experiment=experiment,
-                    simulator_ignores_dataset=True)
+                    simulator_ignores_dataset=True,
+                    env_spec=(_json(env_json, "env_json") if env_json.lstrip().startswith("{") else env_json) or None)
     if model_dir:
         flavor.save_model(outcome.bundle, model_dir)
     return {"model_uri": outcome.model_uri, "run_id": outcome.run_id, "bundle_sha": outcome.bundle.bundle_sha,

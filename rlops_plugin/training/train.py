@@ -78,11 +78,15 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
           config: dict[str, Any] | Any | None = None, allow_mismatch: bool = False,
           eval_episodes: int = EVAL_EPISODES, eval_seed: int = TRAIN_EVAL_SEED, log_to_mlflow: bool = True,
           experiment: str | None = DEFAULT_EXPERIMENT, run_name: str | None = None,
-          progress: Progress | None = None, calibration: dict[str, Any] | None = None) -> TrainOutcome:
+          progress: Progress | None = None, calibration: dict[str, Any] | None = None,
+          env_spec: Any = None) -> TrainOutcome:
     """Train ``trainer`` from ``init`` and record the update (see the module docstring).
 
     ``calibration`` (a :class:`~rlops_plugin.simulation.calibration.Calibration`'s dict) says which
     fitted physics the simulator trained on; it goes into the lineage, the run and the audit event.
+    ``env_spec`` replaces the environment part of the candidate (an agent's task suite updated after its
+    world changed): the dataset is checked against the init's, the before/after evaluation and the
+    candidate bundle use the new one, and the lineage keeps the init's bundle hash.
     """
     entry = plugins.trainers().get(trainer)
     trainer_cls = entry.value
@@ -90,6 +94,8 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
     loaded = as_loaded(init)
     base = loaded.bundle
     data, source, mismatch, dropped = _load_data(trainer_cls.data_kind, dataset, base, allow_mismatch)
+    if env_spec is not None:
+        base = PolicyBundle(base.policy, env_spec, base.reward_spec, dict(base.lineage))
     seeds = list(range(eval_seed, eval_seed + eval_episodes))
     kind = kind_of(base)
     before = kind.rollout(base.policy, base.env_spec, seeds, reward_spec=base.reward_spec) if eval_episodes else None
