@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlops_plugin.demo.config import AGENT_TRACE_EXPERIMENT as TRACE_EXPERIMENT
 from rlops_plugin.demo.config import AgentDemoConfig
 from rlops_plugin.demo.console import DemoConsole
 from rlops_plugin.demo.runner import (
@@ -48,7 +49,6 @@ SERVED_MODEL = "policy"
 """The KServe model name of an ``rlops-local`` deployment (what the interactions are logged under)."""
 OWNED = ("mlflow", "deployments", "kfp", "monitoring", "report", "checkpoints", "suites", "experience.db",
          "experience.db-wal", "experience.db-shm", "pipeline.log", "pipeline-params.json")
-TRACE_EXPERIMENT = "rlops-agent-triage-demo"
 SUITES = ("old world", "new world", "new world, held-out phrasing")
 
 

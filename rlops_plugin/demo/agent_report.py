@@ -140,7 +140,7 @@ def _page(result: Any, config: Any, monitoring: Any, events: list[Any], pngs: di
     reports = sorted((Path(result.root) / "monitoring").glob("*.html"))
     links = [(f"{uri}/#/models/{result.model_name}", f"registered model {result.model_name} (versions, aliases, "
                                                      "lineage tags)")]
-    from rlops_plugin.demo.agent import TRACE_EXPERIMENT
+    from rlops_plugin.demo.config import AGENT_TRACE_EXPERIMENT as TRACE_EXPERIMENT
 
     ids = experiment_ids(("rlops-demo", "rlops-training", "rlops-monitoring", "rlops-audit", TRACE_EXPERIMENT))
     for name, exp_id in ids.items():

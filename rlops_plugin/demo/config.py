@@ -98,6 +98,10 @@ class DemoConfig:
         return dataclasses.asdict(self)
 
 
+AGENT_TRACE_EXPERIMENT = "rlops-agent-triage-demo"
+"""MLflow experiment of the agent demo's traces (one trace per interaction the server answered)."""
+
+
 @dataclass
 class AgentDemoConfig:
     """Budgets and knobs of one ``rlops demo agent`` run (a support-ticket triage agent)."""
