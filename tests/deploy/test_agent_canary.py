@@ -12,13 +12,17 @@ import pytest
 
 from rlops_plugin import flavor
 from rlops_plugin.audit.events import list_events
+from rlops_plugin.bundle.references import reference_of
 from rlops_plugin.deploy.analysis import CANARY, FINAL, INCONCLUSIVE, PROMOTED, ROLLED_BACK, SHADOW, PromotionPolicy
 from rlops_plugin.deploy.local import LocalDeployments
 from rlops_plugin.deploy.promotion import PromotionController
 from rlops_plugin.experience.interactions import interactions_frame
 from rlops_plugin.experience.store import open_store
 from rlops_plugin.flavor import registry
-from rlops_plugin.kinds.agent.triage import QUEUES, QUEUES_V2, TOOLS, build_triage_agent, traffic
+from rlops_plugin.kinds.agent.canary import shadow_comparison
+from rlops_plugin.kinds.agent.graders import expected_tool_call
+from rlops_plugin.kinds.agent.judges import JudgeSpec, make_judge
+from rlops_plugin.kinds.agent.triage import QUEUES, QUEUES_V2, TOOLS, build_triage_agent, task, traffic
 from rlops_plugin.simulation.agent_traffic import AgentClient, simulate_agent
 
 pytestmark = pytest.mark.integration
@@ -101,6 +105,16 @@ def test_a_better_agent_goes_shadow_then_canary_then_is_promoted(canary, model_n
     promotion = list_events(model_name, kinds=["promotion"])[0]
     assert promotion.metrics["reward_diff"] > 0 and promotion.metrics["shadow_answers"] >= POLICY.shadow_decisions
     assert promotion.metrics["shadow_failures"] == 0
+    # RLAIF on the shadow answers: a code judge that knows the new routing prefers the challenger's
+    def task_of(messages):
+        text = messages[-1]["content"]
+        return task("t", text, next(queue for word, queue in QUEUES_V2.items() if word in text))
+
+    judge = make_judge(JudgeSpec(name="routes-v2", ref=reference_of(expected_tool_call)))
+    with open_store(str(tmp_path / "store.db")) as store:
+        verdict = shadow_comparison(store, judge, model="policy", challenger=chal, task_of=task_of)
+    assert verdict.pairs == len(shadow_rows) and verdict.failed == 0 and verdict.shadow_failures == 0
+    assert verdict.challenger_wins > verdict.champion_wins and verdict.win_rate_ci[0] > 0.5, verdict
 
 
 def test_a_worse_agent_is_rolled_back_before_full_traffic(canary, model_name):
