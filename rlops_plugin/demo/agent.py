@@ -34,14 +34,7 @@ from typing import Any
 from rlops_plugin.demo.config import AGENT_TRACE_EXPERIMENT as TRACE_EXPERIMENT
 from rlops_plugin.demo.config import AgentDemoConfig
 from rlops_plugin.demo.console import DemoConsole
-from rlops_plugin.demo.runner import (
-    APPROVER,
-    approver_loop,
-    failure_report,
-    fresh_name,
-    prepare_root,
-    use_tracking,
-)
+from rlops_plugin.demo.runner import APPROVER, DemoSession, fresh_name, monitor_and_run, prepare_root, read_outcome
 from rlops_plugin.errors import ConfigError
 
 DEPLOYMENT = "triage"
@@ -145,30 +138,13 @@ def run_agent_demo(root: str | Path = ".rlops/demo-agent", config: AgentDemoConf
     root = Path(root).resolve()
     check_config(config)
     prepare_root(root, OWNED)
-    started = time.perf_counter()
-    server = None
-    deployments = None
-    quiet = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
-    saved_env = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", quiet, "RLOPS_TRACE_EXPERIMENT")}
-    os.environ[quiet] = "true"
-    import mlflow  # noqa: F401  (importing mlflow configures its loggers; quieten them after that)
-
-    mlflow_logger = logging.getLogger("mlflow")
-    saved_level = mlflow_logger.level
-    mlflow_logger.setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request of the simulated traffic
     result = AgentDemoResult(config.model_name, tracking_uri or "", str(root), str(root / "experience.db"),
                              started_at=time.time())
     monitoring = None
-    try:
+    with DemoSession(root, result, out, "rlops demo agent", "agent server", ("RLOPS_TRACE_EXPERIMENT",)) as session:
         with out.stage(1, "MLflow tracking server and model registry") as info:
-            if tracking_uri is None:
-                from rlops_plugin.local.mlflow_server import LocalMlflowServer
-
-                server = LocalMlflowServer(root / "mlflow")
-                tracking_uri = server.start()
-                out.say(f"    MLflow UI: {tracking_uri}  (sqlite {root / 'mlflow' / 'mlflow.db'})")
-            use_tracking(tracking_uri)
+            tracking_uri = session.start_mlflow(tracking_uri)
             result.model_name, result.tracking_uri = fresh_name(config.model_name), tracking_uri
             info["detail"] = f"{tracking_uri}, model {result.model_name!r}, store {result.store}"
         name, store = result.model_name, result.store
@@ -182,7 +158,7 @@ def run_agent_demo(root: str | Path = ".rlops/demo-agent", config: AgentDemoConf
             from rlops_plugin.lifecycle import deploy
 
             os.environ["RLOPS_TRACE_EXPERIMENT"] = TRACE_EXPERIMENT  # the server process reads it
-            deployments = LocalDeployments(root / "deployments")  # what the last stage stops, whatever happens
+            session.deployments = LocalDeployments(root / "deployments")  # the last stage stops it, whatever happens
             state = deploy(f"rlops-local:{root / 'deployments'}", DEPLOYMENT, ModelRef.of(name, alias="champion").uri,
                            {"store": store, "seed": config.seed})
             info["detail"] = f"{state['url']} (pid {state['pid']}), interactions logged to {store}"
@@ -205,12 +181,15 @@ def run_agent_demo(root: str | Path = ".rlops/demo-agent", config: AgentDemoConf
         with out.stage(6, "Monitor the agent; the trigger runs the agent_improvement pipeline (kfp.local)") as info:
             params = _pipeline_params(name, store, root, config)
             with LiveTraffic(state["url"], config, config.seed + 20_000) as live:
-                monitoring = _monitor(name, store, root, config, params, out, result)
+                monitoring = monitor_and_run(name, store, root, params, out, result,
+                                             reference=f"production:{config.reference_tickets}", window=config.window,
+                                             trigger=config.trigger, unit="interactions",
+                                             pipeline="agent_improvement pipeline while traffic goes on")
             result.traffic["during the cycle"] = live.summary()
             if live.error:
                 out.say(f"    [red]live traffic stopped early: {live.error}[/red]")
             result.monitoring_run_id = monitoring.run_id or ""
-            _read_outcome(name, result)
+            read_outcome(name, result)
             info["detail"] = f"outcome: {result.outcome} ({result.outcome_reason})"
         with out.stage(7, "Evaluate the initial and the final champion on the task suites and the red team") as info:
             from rlops_plugin.flavor import get_alias_version
@@ -225,39 +204,11 @@ def run_agent_demo(root: str | Path = ".rlops/demo-agent", config: AgentDemoConf
             from rlops_plugin.demo.agent_report import write_agent_report
 
             result.stage_seconds = dict(out.timings)
-            result.wall_s = time.perf_counter() - started
+            result.wall_s = session.elapsed()
             paths = write_agent_report(result, config, monitoring, root / "report")
             result.report_path, result.audit_path = str(paths["report"]), str(paths["audit"])
             result.post_market_path = str(paths["post_market"])
             info["detail"] = result.report_path
-    except BaseException as exc:
-        result.failed_stage = out.failed_stage or "before the first stage"
-        result.error = f"{type(exc).__name__}: {exc}"
-        result.outcome, result.outcome_reason = "failed", f"{result.failed_stage} failed: {result.error}"
-        raise
-    finally:
-        with out.stage(9, "Stop everything the demo started") as info:
-            stopped = []
-            if deployments is not None:
-                for dep in deployments.list():
-                    deployments.delete(dep["name"])
-                    stopped.append(f"agent server pid {dep['pid']}")
-            if server is not None:
-                stopped.append(f"MLflow server pid {server.process.pid if server.process else '?'}")
-                server.stop()
-            mlflow_logger.setLevel(saved_level)
-            for key, value in saved_env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            info["detail"] = ", ".join(stopped) or "nothing to stop"
-        result.wall_s = time.perf_counter() - started
-        result.stage_seconds = dict(out.timings)
-        if result.failed_stage:
-            result.report_path = str(failure_report(root / "report", result, "rlops demo agent"))
-        Path(result.report_path).with_name("result.json").write_text(json.dumps(result.to_dict(), indent=2,
-                                                                                 default=str))
     return result
 
 
@@ -337,69 +288,6 @@ def _pipeline_params(name: str, store: str, root: Path, config: AgentDemoConfig)
     path = root / "pipeline-params.json"
     path.write_text(json.dumps(params, indent=2))
     return path
-
-
-def _monitor(name: str, store: str, root: Path, config: AgentDemoConfig, params: Path, out: DemoConsole,
-             result: AgentDemoResult) -> Any:
-    from rlops_plugin.lifecycle import monitor
-    from rlops_plugin.monitoring import Status
-
-    def on_window(summary: Any) -> None:
-        drifted = [n for n, r in summary.signals.items() if r.status == Status.DRIFT]
-        mark = "[red]drift[/red] " + ",".join(drifted) if drifted else f"[green]{summary.status}[/green]"
-        out.say(f"    window {summary.index}: {summary.n_decisions} interactions, {mark}")
-
-    def on_fire(event: Any) -> None:
-        result.triggered, result.trigger_window, result.trigger_rule = True, event.window, event.rule
-        out.say(f"    [bold yellow]TRIGGER[/bold yellow] {event.rule} on window {event.window}: running the "
-                "agent_improvement pipeline while traffic goes on (component output in pipeline.log)")
-
-    stop_approver = threading.Event()
-    approver = threading.Thread(target=approver_loop, args=(name, stop_approver, out), daemon=True)
-    approver.start()
-    try:
-        with out.pipeline_log(root / "pipeline.log"):
-            outcome = monitor(f"{name}@champion", store, reference=f"production:{config.reference_tickets}",
-                              window=config.window, triggers=[config.trigger], report_dir=root / "monitoring",
-                              actions=[f"run-pipeline:{params}"], served_name=SERVED_MODEL,
-                              experiment="rlops-monitoring", on_window=on_window, on_trigger=on_fire,
-                              max_triggers=1, echo=lambda text: out.say(f"    {text}"))
-    finally:
-        stop_approver.set()
-        approver.join(timeout=10)
-    for event in outcome.events:
-        for spec, value in event.actions.items():
-            if spec.startswith("run-pipeline") and isinstance(value, dict):
-                result.pipeline_wall_s = float(value.get("wall_s", 0.0))
-    return outcome
-
-
-def _read_outcome(name: str, result: AgentDemoResult) -> None:
-    """What the cycle decided, from the audit trail."""
-    from rlops_plugin.audit.events import list_events
-
-    events = list_events(name)
-    result.event_kinds = sorted({e.kind for e in events})
-    if not result.triggered:
-        result.outcome, result.outcome_reason = "no_trigger", "the monitor saw no drift; nothing to retrain"
-        return
-    gates = [e for e in events if e.kind == "gate"]
-    if gates:
-        result.gate_passed = gates[-1].decision == "passed"
-    updates = [e for e in events if e.kind == "policy_update" and e.model_version != result.initial_version]
-    if updates:
-        result.challenger_version = updates[-1].model_version or ""
-    final = [e for e in events if e.kind in ("promotion", "rollback") and result.challenger_version
-             and e.model_version == result.challenger_version]
-    stuck = [e for e in events if e.kind == "canary_step" and e.decision == "inconclusive"]
-    if final:
-        result.outcome, result.outcome_reason = final[-1].decision, final[-1].reason
-    elif result.gate_passed is False:
-        result.outcome, result.outcome_reason = "gate_failed", gates[-1].reason
-    elif stuck:
-        result.outcome, result.outcome_reason = "inconclusive", stuck[-1].reason
-    else:
-        result.outcome, result.outcome_reason = "unknown", "the pipeline left no verdict in the audit trail"
 
 
 def suites() -> dict[str, Any]:

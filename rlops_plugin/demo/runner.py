@@ -34,6 +34,8 @@ DEPLOYMENT = "cartpole"
 MARKER = ".rlops-demo"
 OWNED = ("mlflow", "deployments", "kfp", "monitoring", "report", "experience.db", "experience.db-wal",
          "experience.db-shm", "pipeline.log", "pipeline-params.json")
+QUIET = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+"""No "View run" lines per audit event while a demo runs."""
 APPROVER = "demo-operator (automatic in the demo; in production a person runs `rlops approve`)"
 
 
@@ -53,6 +55,7 @@ class DemoResult:
     outcome_reason: str = ""
     triggered: bool = False
     trigger_window: int | None = None
+    trigger_rule: str = ""
     gate_passed: bool | None = None
     returns: dict[str, dict[str, float]] = field(default_factory=dict)
     """``{"initial"|"final": {"nominal": mean, "shifted": mean}}`` on the same seeds."""
@@ -87,6 +90,74 @@ def prepare_root(root: Path, owned: tuple[str, ...] = OWNED) -> None:
     (root / MARKER).write_text("created by `rlops demo`; the demo clears its own files here on the next run\n")
 
 
+class DemoSession:
+    """What every demo shares around its stages: quiet MLflow output, the MLflow server and the deployments it
+    started, the last stage that stops them by PID (on success, errors and Ctrl-C alike; a failure names its
+    stage), and ``report/result.json``."""
+
+    def __init__(self, root: Path, result: Any, out: DemoConsole, title: str = "rlops demo",
+                 server_label: str = "policy server", env_keys: tuple[str, ...] = ()) -> None:
+        self.root, self.result, self.out, self.title, self.server_label = root, result, out, title, server_label
+        self.env_keys = ("MLFLOW_TRACKING_URI", QUIET, *env_keys)
+        self.server: Any = None
+        self.deployments: Any = None
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> DemoSession:
+        self.saved_env = {key: os.environ.get(key) for key in self.env_keys}
+        os.environ[QUIET] = "true"
+        import mlflow  # noqa: F401  (importing mlflow configures its loggers; quieten them after that)
+
+        self.mlflow_logger = logging.getLogger("mlflow")
+        self.saved_level = self.mlflow_logger.level
+        self.mlflow_logger.setLevel(logging.WARNING)  # the stages say what happened
+        return self
+
+    def start_mlflow(self, tracking_uri: str | None) -> str:
+        """The given MLflow server, or a real one started on SQLite under ``ROOT/mlflow``; made the current one."""
+        if tracking_uri is None:
+            from rlops_plugin.local.mlflow_server import LocalMlflowServer
+
+            self.server = LocalMlflowServer(self.root / "mlflow")
+            tracking_uri = self.server.start()
+            self.out.say(f"    MLflow UI: {tracking_uri}  (sqlite {self.root / 'mlflow' / 'mlflow.db'})")
+        use_tracking(tracking_uri)
+        return tracking_uri
+
+    def elapsed(self) -> float:
+        """Seconds since the session started."""
+        return time.perf_counter() - self.started
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        result, out = self.result, self.out
+        if exc is not None:
+            result.failed_stage = out.failed_stage or "before the first stage"
+            result.error = f"{type(exc).__name__}: {exc}"
+            result.outcome, result.outcome_reason = "failed", f"{result.failed_stage} failed: {result.error}"
+        with out.stage(9, "Stop everything the demo started") as info:
+            stopped = []
+            if self.deployments is not None:
+                for dep in self.deployments.list():
+                    self.deployments.delete(dep["name"])
+                    stopped.append(f"{self.server_label} pid {dep['pid']}")
+            if self.server is not None:
+                stopped.append(f"MLflow server pid {self.server.process.pid if self.server.process else '?'}")
+                self.server.stop()
+            self.mlflow_logger.setLevel(self.saved_level)
+            for key, value in self.saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            info["detail"] = ", ".join(stopped) or "nothing to stop"
+        result.wall_s = self.elapsed()
+        result.stage_seconds = dict(out.timings)
+        if result.failed_stage:  # also on errors: say which stage failed and why, next to the report
+            result.report_path = str(failure_report(self.root / "report", result, self.title))
+        Path(result.report_path).with_name("result.json").write_text(json.dumps(result.to_dict(), indent=2,
+                                                                                 default=str))
+
+
 def run_demo(root: str | Path = ".rlops/demo", config: DemoConfig | None = None, tracking_uri: str | None = None,
              store: str | None = None, console: DemoConsole | None = None) -> DemoResult:
     """Run the loop end to end; returns the :class:`DemoResult` (also saved as ``report/result.json``)."""
@@ -95,27 +166,11 @@ def run_demo(root: str | Path = ".rlops/demo", config: DemoConfig | None = None,
     root = Path(root).resolve()
     check_shift(config)  # an unknown --shift attribute fails here, before anything starts
     prepare_root(root)
-    started = time.perf_counter()
-    server = None
-    deployments = None
-    quiet = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"  # no "View run" lines per audit event
-    saved_env = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", quiet)}
-    os.environ[quiet] = "true"
-    import mlflow  # noqa: F401  (importing mlflow configures its loggers; quieten them after that)
-
-    mlflow_logger = logging.getLogger("mlflow")
-    saved_level = mlflow_logger.level
-    mlflow_logger.setLevel(logging.WARNING)  # the stages say what happened
     result = DemoResult(config.model_name, tracking_uri or "", str(root), store or str(root / "experience.db"))
-    try:
+    monitoring = None
+    with DemoSession(root, result, out) as session:
         with out.stage(1, "MLflow tracking server and model registry") as info:
-            if tracking_uri is None:
-                from rlops_plugin.local.mlflow_server import LocalMlflowServer
-
-                server = LocalMlflowServer(root / "mlflow")
-                tracking_uri = server.start()
-                out.say(f"    MLflow UI: {tracking_uri}  (sqlite {root / 'mlflow' / 'mlflow.db'})")
-            use_tracking(tracking_uri)
+            tracking_uri = session.start_mlflow(tracking_uri)
             name = fresh_name(config.model_name)
             store = store or str(root / "experience.db")
             _require_empty_store(store)
@@ -129,7 +184,7 @@ def run_demo(root: str | Path = ".rlops/demo", config: DemoConfig | None = None,
             from rlops_plugin.flavor import ModelRef
             from rlops_plugin.lifecycle import deploy
 
-            deployments = LocalDeployments(root / "deployments")  # what the last stage stops, whatever happens
+            session.deployments = LocalDeployments(root / "deployments")  # the last stage stops it, whatever happens
             state = deploy(f"rlops-local:{root / 'deployments'}", DEPLOYMENT, ModelRef.of(name, alias="champion").uri,
                            {"store": store, "exploration": "epsilon", "epsilon": config.epsilon, "seed": config.seed})
             info["detail"] = f"{state['url']} (pid {state['pid']}), decisions logged to {store}"
@@ -149,7 +204,7 @@ def run_demo(root: str | Path = ".rlops/demo", config: DemoConfig | None = None,
             params = _pipeline_params(name, store, root, config)
             monitoring = _monitor(name, store, root, config, params, out, result)
             result.monitoring_run_id = monitoring.run_id or ""
-            _read_outcome(name, result)
+            read_outcome(name, result)
             info["detail"] = f"outcome: {result.outcome} ({result.outcome_reason})"
         with out.stage(7, "Evaluate the initial and the final champion on the same seeds") as info:
             result.final_version = _champion_version(name)
@@ -162,37 +217,10 @@ def run_demo(root: str | Path = ".rlops/demo", config: DemoConfig | None = None,
             from rlops_plugin.demo.report import write_report
 
             result.stage_seconds = dict(out.timings)
-            result.wall_s = time.perf_counter() - started
+            result.wall_s = session.elapsed()
             paths = write_report(result, config, monitoring, root / "report")
             result.report_path, result.audit_path = str(paths["report"]), str(paths["audit"])
             info["detail"] = result.report_path
-    except BaseException as exc:
-        result.failed_stage = out.failed_stage or "before the first stage"
-        result.error = f"{type(exc).__name__}: {exc}"
-        result.outcome, result.outcome_reason = "failed", f"{result.failed_stage} failed: {result.error}"
-        raise
-    finally:
-        with out.stage(9, "Stop everything the demo started") as info:
-            stopped = []
-            if deployments is not None:
-                for dep in deployments.list():
-                    deployments.delete(dep["name"])
-                    stopped.append(f"policy server pid {dep['pid']}")
-            if server is not None:
-                stopped.append(f"MLflow server pid {server.process.pid if server.process else '?'}")
-                server.stop()
-            mlflow_logger.setLevel(saved_level)
-            for key, value in saved_env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            info["detail"] = ", ".join(stopped) or "nothing to stop"
-        result.wall_s = time.perf_counter() - started
-        result.stage_seconds = dict(out.timings)
-        if result.failed_stage:  # also on errors: say which stage failed and why, next to the report
-            result.report_path = str(failure_report(root / "report", result))
-        Path(result.report_path).with_name("result.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
 
 
@@ -331,27 +359,36 @@ def _pipeline_params(name: str, store: str, root: Path, config: DemoConfig) -> P
 
 def _monitor(name: str, store: str, root: Path, config: DemoConfig, params: Path, out: DemoConsole,
              result: DemoResult) -> Any:
+    return monitor_and_run(name, store, root, params, out, result, reference=f"production:{config.reference_decisions}",
+                           window=config.window, trigger=config.trigger, unit="decisions",
+                           pipeline="continuous-improvement pipeline")
+
+
+def monitor_and_run(name: str, store: str, root: Path, params: Path, out: DemoConsole, result: Any, *,
+                    reference: str, window: int, trigger: str, unit: str, pipeline: str) -> Any:
+    """``rlops monitor`` over the log with a ``run-pipeline`` trigger action, while a stand-in operator approves
+    what waits for approval; each window and the trigger are shown, the pipeline's output goes to its log."""
     from rlops_plugin.lifecycle import monitor
     from rlops_plugin.monitoring import Status
 
     def on_window(summary: Any) -> None:
         drifted = [n for n, r in summary.signals.items() if r.status == Status.DRIFT]
         mark = "[red]drift[/red] " + ",".join(drifted) if drifted else f"[green]{summary.status}[/green]"
-        out.say(f"    window {summary.index}: {summary.n_decisions} decisions, {mark}")
+        out.say(f"    window {summary.index}: {summary.n_decisions} {unit}, {mark}")
 
     def on_fire(event: Any) -> None:
         result.triggered, result.trigger_window = True, event.window
+        result.trigger_rule = event.rule
         out.say(f"    [bold yellow]TRIGGER[/bold yellow] {event.rule} on window {event.window}: running the "
-                "continuous-improvement pipeline (component output in pipeline.log)")
+                f"{pipeline} (component output in pipeline.log)")
 
     stop_approver = threading.Event()
     approver = threading.Thread(target=approver_loop, args=(name, stop_approver, out), daemon=True)
     approver.start()
     try:
         with out.pipeline_log(root / "pipeline.log"):
-            outcome = monitor(f"{name}@champion", store, reference=f"production:{config.reference_decisions}",
-                              window=config.window, triggers=[config.trigger], report_dir=root / "monitoring",
-                              actions=[f"run-pipeline:{params}"], served_name="policy",
+            outcome = monitor(f"{name}@champion", store, reference=reference, window=window, triggers=[trigger],
+                              report_dir=root / "monitoring", actions=[f"run-pipeline:{params}"], served_name="policy",
                               experiment="rlops-monitoring", on_window=on_window, on_trigger=on_fire,
                               max_triggers=1, echo=lambda text: out.say(f"    {text}"))
     finally:
@@ -388,7 +425,7 @@ def approver_loop(name: str, stop: threading.Event, out: DemoConsole) -> None:
             out.say(f"    [red]approver: {type(exc).__name__}: {exc}[/red]")
 
 
-def _read_outcome(name: str, result: DemoResult) -> None:
+def read_outcome(name: str, result: Any) -> None:
     """What the cycle decided, from the audit trail."""
     from rlops_plugin.audit.events import list_events
 

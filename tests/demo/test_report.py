@@ -11,7 +11,7 @@ SCRIPT = "<script>alert(1)</script>"
 
 
 def test_page_escapes_model_and_reasons(tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "_experiment_ids", lambda names: {"rlops-monitoring": "3"})
+    monkeypatch.setattr(report, "experiment_ids", lambda names: {"rlops-monitoring": "3"})
     (tmp_path / "monitoring").mkdir()
     (tmp_path / "monitoring" / "window-004.html").write_text("x")
     pngs = {}

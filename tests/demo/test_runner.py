@@ -13,10 +13,10 @@ from rlops_plugin import flavor
 from rlops_plugin.demo.config import DemoConfig
 from rlops_plugin.demo.runner import (
     MARKER,
-    _fresh_name,
     _pipeline_params,
     _require_empty_store,
     check_shift,
+    fresh_name,
     prepare_root,
 )
 from rlops_plugin.errors import ConfigError
@@ -67,8 +67,8 @@ def test_fast_preset_keeps_the_stages_and_shrinks_the_budgets():
 def test_shared_servers_get_a_fresh_model_name_and_an_empty_store(tracking, cartpole_bundle, tmp_path):
     with mlflow.start_run():
         flavor.log_model(cartpole_bundle, name="policy", registered_model_name="demo-shared")
-    assert _fresh_name("demo-shared") == "demo-shared-2"
-    assert _fresh_name("demo-unused") == "demo-unused"
+    assert fresh_name("demo-shared") == "demo-shared-2"
+    assert fresh_name("demo-unused") == "demo-unused"
     url = str(tmp_path / "store.db")
     _require_empty_store(url)
     with open_store(url) as store:
