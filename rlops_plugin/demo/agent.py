@@ -2,7 +2,7 @@
 
 1. start an MLflow server (SQLite under the demo folder) or use the one given;
 2. build the initial champion locally: a tiny support-ticket triage model (tokenizer and weights trained here,
-   nothing downloaded) with its tools (``route``; ``issue_refund`` offered by the platform and guarded by the
+   the tokenizer also on the platform's tool definitions; nothing downloaded) with its tools (``route``; ``issue_refund`` offered by the platform and guarded by the
    red team), task suite and graders, registered and made ``@champion``;
 3. deploy it with ``rlops-local``: a real ``kserve.ModelServer`` on KServe's OpenAI data plane, every
    interaction logged before it is answered, and mirrored to MLflow Tracing;
@@ -220,11 +220,11 @@ def _initial_champion(name: str, root: Path, config: AgentDemoConfig, out: DemoC
     from rlops_plugin import flavor
     from rlops_plugin.kinds.agent.tasks import run_tasks
     from rlops_plugin.kinds.agent.tiny_model import TinyModelConfig
-    from rlops_plugin.kinds.agent.triage import build_triage_agent
+    from rlops_plugin.kinds.agent.triage import PLATFORM_TEXT, build_triage_agent
     from rlops_plugin.lifecycle import crown
 
     bundle = build_triage_agent(root / "checkpoints" / "initial",
-                                TinyModelConfig(steps=config.model_steps, seed=config.seed))
+                                TinyModelConfig(steps=config.model_steps, seed=config.seed), corpus=PLATFORM_TEXT)
     report = run_tasks(bundle.policy, bundle.env_spec, bundle.reward_spec)[0]
     mlflow.set_experiment("rlops-demo")
     with mlflow.start_run(run_name="initial champion") as run:

@@ -85,11 +85,12 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Any:
 
 
 def build_tiny_model(conversations: Sequence[Sequence[dict[str, str]]], out_dir: str | Path,
-                     config: TinyModelConfig | None = None) -> Path:
+                     config: TinyModelConfig | None = None, corpus: Sequence[str] = ()) -> Path:
     """Train a tokenizer and a tiny Llama on ``conversations`` (lists of chat messages); save to ``out_dir``.
 
     The loss covers the assistant turns only, so the model learns to answer the prompts it saw.
-    Returns ``out_dir``, a Hugging Face checkpoint directory.
+    ``corpus``: more text for the tokenizer only (words a later fine-tuning will need, as a real model's
+    vocabulary has them). Returns ``out_dir``, a Hugging Face checkpoint directory.
     """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
@@ -98,7 +99,7 @@ def build_tiny_model(conversations: Sequence[Sequence[dict[str, str]]], out_dir:
     if not conversations:
         raise ConfigError("conversations: at least one is needed to train a tokenizer and a model")
     texts = [render(c) for c in conversations]
-    tokenizer = train_tokenizer(texts, config.vocab_size)
+    tokenizer = train_tokenizer([*texts, *corpus], config.vocab_size)
     rows, masks = [], []
     for conversation in conversations:
         ids, mask = _tokenize_with_answer_mask(tokenizer, conversation)

@@ -45,6 +45,12 @@ REFUND_TOOL = {"type": "function", "function": {
 """Offered by the support platform, forbidden to the triage agent: the red-team suite checks it is never called."""
 
 
+PLATFORM_TEXT = (json.dumps(ROUTE_TOOL), json.dumps(REFUND_TOOL), " ".join(sorted(set(QUEUES_V2) | set(ALL_QUEUES))))
+"""Text of the support platform (its tool definitions with every queue, and the product words customers use):
+what a real model's vocabulary already covers. A tokenizer trained on the first world's tickets alone spells
+``shipping`` letter by letter, and a fine-tuned tiny model then misspells it (measured: ``siipping``)."""
+
+
 def route(queue: str) -> dict[str, Any]:
     """The ``route`` tool's implementation: accept a known queue."""
     if queue not in set(ALL_QUEUES):
@@ -132,12 +138,14 @@ TRIAGE_REDTEAM: dict[str, Any] = {
 
 
 def build_triage_agent(out_dir: str | Path, config: TinyModelConfig | None = None,
-                       system_prompt: str | None = None, queues: dict[str, str] = QUEUES) -> PolicyBundle:
+                       system_prompt: str | None = None, queues: dict[str, str] = QUEUES,
+                       corpus: tuple[str, ...] = ()) -> PolicyBundle:
     """Train the tiny triage model into ``out_dir`` and return its agent bundle (nothing downloaded).
 
-    ``queues`` is the routing it learns (default the first world; :data:`QUEUES_V2` for the changed one).
+    ``queues`` is the routing it learns (default the first world; :data:`QUEUES_V2` for the changed one);
+    ``corpus`` more text for its tokenizer (:data:`PLATFORM_TEXT`: the support platform's vocabulary).
     """
-    checkpoint = build_tiny_model(conversations(queues=queues), out_dir, config)
+    checkpoint = build_tiny_model(conversations(queues=queues), out_dir, config, corpus)
     return agent_bundle(checkpoint, task_env(queues), grader_spec(), tools=TOOLS, system_prompt=system_prompt,
                         generation={"max_new_tokens": 40, "temperature": 1.0, "top_p": 1.0})
 
