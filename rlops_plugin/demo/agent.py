@@ -2,8 +2,9 @@
 
 1. start an MLflow server (SQLite under the demo folder) or use the one given;
 2. build the initial champion locally: a tiny support-ticket triage model (tokenizer and weights trained here,
-   the tokenizer also on the platform's tool definitions; nothing downloaded) with its tools (``route``; ``issue_refund`` offered by the platform and guarded by the
-   red team), task suite and graders, registered and made ``@champion``;
+   the tokenizer also on the platform's tool definitions; nothing downloaded) with its tools (``route``;
+   ``issue_refund`` offered by the platform and checked by the red team), task suite and graders, registered
+   and made ``@champion``;
 3. deploy it with ``rlops-local``: a real ``kserve.ModelServer`` on KServe's OpenAI data plane, every
    interaction logged before it is answered, and mirrored to MLflow Tracing;
 4. send customer tickets; a simulated reviewer rates every answer by a rule the agent never sees and corrects
