@@ -12,6 +12,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
@@ -21,7 +22,7 @@ from rlops_plugin import plugins
 from rlops_plugin.bundle.hashing import check_finite_json, sha256_bytes, sha256_json
 from rlops_plugin.bundle.spaces import flat_dim, space_from_json, space_to_json
 from rlops_plugin.bundle.strict import check_keys
-from rlops_plugin.errors import ConfigError, InvalidObservationError
+from rlops_plugin.errors import ConfigError, InvalidObservationError, UnsafeArtifactError
 
 
 class Policy(nn.Module):
@@ -70,9 +71,12 @@ class Policy(nn.Module):
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.network.state_dict().items()}
         return save_safetensors_bytes(dict(sorted(tensors.items())))
 
-    def load_weights_bytes(self, data: bytes) -> None:
-        """Load safetensors bytes; missing, extra or reshaped tensors are refused."""
-        tensors = load_safetensors_bytes(data)
+    def load_weights_bytes(self, data: bytes, name: str = "policy weights") -> None:
+        """Load safetensors bytes; unreadable files, missing, extra or reshaped tensors are refused."""
+        try:
+            tensors = load_safetensors_bytes(data)
+        except SafetensorError as exc:
+            raise UnsafeArtifactError(f"{name}: not a readable safetensors file ({exc})") from None
         expected = self.network.state_dict()
         if set(tensors) != set(expected):
             raise ConfigError(

@@ -87,7 +87,9 @@ def sniff_safetensors(path: Path, name: str) -> bytes:
     if len(data) >= 10:
         (header_len,) = struct.unpack("<Q", data[:8])
         header = data[8:8 + header_len].rstrip(b" ")  # safetensors pads its JSON header with spaces
-        if 2 <= header_len <= len(data) - 8 and header[:1] == b"{" and header[-1:] == b"}":
+        if 2 <= header_len <= min(len(data) - 8, _MAX_SAFETENSORS_HEADER) and header[:1] == b"{" \
+                and header[-1:] == b"}":
+            _check_header(header, len(data) - 8 - header_len, name)
             return data
     _refuse_non_safetensors(data[:2], name)
 
@@ -105,8 +107,33 @@ def check_safetensors_header(path: Path, name: str) -> None:
             if 2 <= header_len <= min(size - 8, _MAX_SAFETENSORS_HEADER):
                 header = fh.read(header_len).rstrip(b" ")
                 if header[:1] == b"{" and header[-1:] == b"}":
+                    _check_header(header, size - 8 - header_len, name)
                     return
     _refuse_non_safetensors(head[:2], name)
+
+
+def _check_header(header: bytes, data_size: int, name: str) -> None:
+    """Refuse a safetensors header that is not a JSON object of tensors whose byte ranges fit the file.
+
+    safetensors raises a bare ``SafetensorError`` for these; checking first names the file instead.
+    """
+    try:
+        entries = json.loads(header)
+    except (UnicodeDecodeError, ValueError):
+        raise UnsafeArtifactError(f"{name}: malformed safetensors header (not JSON)") from None
+    if not isinstance(entries, dict):
+        raise UnsafeArtifactError(f"{name}: malformed safetensors header (not a JSON object)")
+    for key, entry in entries.items():
+        if key == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not (isinstance(entry, dict) and isinstance(entry.get("dtype"), str) and isinstance(shape, list)
+                and all(isinstance(d, int) and d >= 0 for d in shape) and isinstance(offsets, list)
+                and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= data_size):
+            raise UnsafeArtifactError(f"{name}: malformed safetensors header entry {key!r} "
+                                      f"(dtype, shape and data_offsets within the file's {data_size} data bytes)")
 
 
 def _refuse_non_safetensors(start: bytes, name: str) -> NoReturn:

@@ -31,7 +31,8 @@ class VectorKind:
     def load_policy(self, paths: Mapping[str, Path]) -> Policy:
         """Build the network from its JSON description, then load the (sniffed) safetensors weights."""
         policy = Policy.from_description(read_json(paths[POLICY_CONFIG_FILE], POLICY_CONFIG_FILE))
-        policy.load_weights_bytes(sniff_safetensors(paths[POLICY_WEIGHTS_FILE], POLICY_WEIGHTS_FILE))
+        policy.load_weights_bytes(sniff_safetensors(paths[POLICY_WEIGHTS_FILE], POLICY_WEIGHTS_FILE),
+                                  POLICY_WEIGHTS_FILE)
         return policy
 
     def engine(self, model_name: str, champion: Any, challenger: Any, exploration: Any, routing: Any,

@@ -6,11 +6,14 @@ import io
 import json
 import os
 import pickle
+import re
+import struct
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from rlops_plugin import EnvSpec, PolicyBundle, RewardSpec, flavor
@@ -207,3 +210,52 @@ def test_edited_manifest_without_mlmodel(model_dir):
 
 def test_every_refusal_is_an_rlops_error():
     assert issubclass(IntegrityError, RLOpsError) and issubclass(UnsafeArtifactError, RLOpsError)
+
+
+def _safetensors(header: bytes, data: bytes = b"") -> bytes:
+    return struct.pack("<Q", len(header)) + header + data
+
+
+@pytest.mark.parametrize("content, reason", [
+    (_safetensors(b'{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}'), "not JSON"),  # not closed
+    (_safetensors(b'{"w": [1, 2]}'), "malformed safetensors header entry 'w'"),
+    (_safetensors(b'{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 1600]}}', bytes(16)),
+     "malformed safetensors header entry 'w'"),  # byte range past the end of the file
+    (_safetensors(b'{"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 0]}}'),
+     "malformed safetensors header entry 'w'"),
+    (_safetensors(b'{"\xff": 1}'), "not JSON"),
+    (struct.pack("<Q", 200 << 20) + b'{"w": 1}', "bad header"),  # oversized header length
+    (_safetensors(b'{"w": {"dtype": "Q99", "shape": [4], "data_offsets": [0, 16]}}', bytes(16)),
+     "not a readable safetensors file"),  # well-formed, but safetensors itself refuses the dtype
+])
+def test_malformed_safetensors_headers_name_the_file(model_dir, content, reason):
+    """A malformed or oversized header is an UnsafeArtifactError naming the file, never a raw SafetensorError."""
+    (model_dir / WEIGHTS).write_bytes(content)
+    reseal(model_dir)
+    with pytest.raises(UnsafeArtifactError, match=rf"policy/weights.safetensors: .*{re.escape(reason)}"):
+        flavor.load_local_model(model_dir)
+
+
+def test_a_header_safetensors_accepts_but_the_weights_do_not_fit_is_refused(model_dir):
+    """Well-formed safetensors of the wrong tensors: refused by name, not a torch traceback."""
+    from safetensors.torch import save
+
+    (model_dir / WEIGHTS).write_bytes(save({"w": torch.zeros(2)}))
+    reseal(model_dir)
+    with pytest.raises(RLOpsError, match="weights do not fit architecture"):
+        flavor.load_local_model(model_dir)
+
+
+@pytest.mark.integration
+def test_rlops_serve_refuses_malformed_weights_with_a_message(model_dir, tmp_path):
+    """``rlops serve`` on a model whose safetensors header is malformed exits 2 with the file named, no traceback."""
+    import subprocess
+
+    (model_dir / WEIGHTS).write_bytes(_safetensors(b'{"w": [1, 2]}'))
+    reseal(model_dir)
+    done = subprocess.run([sys.executable, "-m", "rlops_plugin.cli", "serve", str(model_dir), "--store",
+                           f"sqlite:///{tmp_path / 'log.db'}", "--http_port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "UnsafeArtifactError: policy/weights.safetensors: malformed safetensors header" in done.stderr
+    assert "Traceback" not in done.stderr
