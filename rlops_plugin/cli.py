@@ -155,12 +155,18 @@ def mlflow() -> None:
 @click.option("--port", type=int, default=None, help="Port on 127.0.0.1 (default: a free one).")
 @click.option("--backend-store-uri", default=None, help="SQLAlchemy URI (default: sqlite under --root).")
 def mlflow_start(root: str, port: int | None, backend_store_uri: str | None) -> None:
-    """Start a real `mlflow server` on 127.0.0.1 and keep it running until Ctrl-C."""
+    """Start a real `mlflow server` on 127.0.0.1 and keep it running until Ctrl-C or SIGTERM (which stop it too)."""
+    import signal
     import time
 
     from rlops_plugin.local.mlflow_server import LocalMlflowServer
 
+    def stop_on_signal(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM/SIGHUP would otherwise end this process and orphan the server
+
     server = LocalMlflowServer(root, port=port, backend_store_uri=backend_store_uri)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop_on_signal)
     server.start()
     click.echo(f"MLflow server at {server.url} (pid {server.process.pid if server.process else '?'}); "
                f"export MLFLOW_TRACKING_URI={server.url}")

@@ -97,3 +97,36 @@ def test_calibrate_fits_a_dataset_and_refuses_bad_ranges(tmp_path):
     typo = run(["calibrate", "--dataset", str(tmp_path / "data"), "--bundle", str(tmp_path / "model"),
                 "--param", "masscart=heavy"], check=False)
     assert typo.returncode == 2 and "NAME=LOW:HIGH" in typo.stderr
+
+
+@pytest.mark.integration
+def test_sigterm_to_rlops_mlflow_start_stops_the_mlflow_server(tmp_path):
+    """SIGTERM (what kubectl, systemd and CI send) stops the MLflow child too: no orphaned server keeps the port."""
+    import re
+    import signal
+    import socket
+    import time
+
+    proc = subprocess.Popen([*RLOPS, "mlflow", "start", "--root", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"MLflow server at http://127\.0\.0\.1:(\d+) \(pid (\d+)\)", line)
+        assert match, line
+        port, pid = int(match.group(1)), int(match.group(2))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"the MLflow server (pid {pid}) outlived SIGTERM to rlops mlflow start")
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
