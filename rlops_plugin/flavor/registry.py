@@ -76,33 +76,66 @@ def delete_alias(name: str, alias: str) -> None:
         client().delete_registered_model_alias(name, alias)
 
 
+TAG_ALIAS_MOVE = "rlops.alias_move"
+"""Registered-model tag holding alias moves in flight (JSON ``[[alias, version], ...]``): a write-ahead record."""
+
+
 def promote(name: str, version: str | int, alias: str = "champion",
             previous_alias: str = "previous") -> str | None:
-    """Move ``alias`` to ``version``, keeping the old target as ``previous_alias``.
+    """Move ``alias`` to ``version``, keeping the old target as ``previous_alias``; idempotent and re-runnable.
 
-    ``previous`` is written first and ``champion`` second: if the second call fails, the
-    champion is still the old version (never missing), and a retry completes the move.
+    The two alias writes cannot be one transaction, so the intended moves are written first as one tag
+    (:data:`TAG_ALIAS_MOVE`), then applied, then the tag is cleared. A crash in between (MLflow killed)
+    leaves the tag: the next ``promote``, ``rollback`` or :func:`complete_alias_moves` finishes the move,
+    so ``previous`` never stays equal to ``champion``. Re-running a finished promotion changes nothing.
     Returns the version that was replaced (``None`` if the alias was unset).
     """
+    complete_alias_moves(name)
     old = get_alias_version(name, alias)
     if old == str(version):
-        return old
-    if old is not None:
-        client().set_registered_model_alias(name, previous_alias, old)
-    client().set_registered_model_alias(name, alias, str(version))
+        return get_alias_version(name, previous_alias)
+    _move_aliases(name, ([(previous_alias, old)] if old is not None else []) + [(alias, str(version))])
     return old
 
 
 def rollback(name: str, alias: str = "champion", previous_alias: str = "previous") -> str:
-    """Point ``alias`` back at ``previous_alias``'s version; return that version."""
+    """Point ``alias`` back at ``previous_alias``'s version (and ``previous_alias`` at the replaced one)."""
+    complete_alias_moves(name)
     previous = get_alias_version(name, previous_alias)
     if previous is None:
         raise RegistryError(f"{name} has no {previous_alias!r} alias to roll back to")
     current = get_alias_version(name, alias)
-    client().set_registered_model_alias(name, alias, previous)
-    if current is not None and current != previous:
-        client().set_registered_model_alias(name, previous_alias, current)
+    if current == previous:
+        raise RegistryError(f"{name}@{alias} and @{previous_alias} are both version {previous}: "
+                            "nothing to roll back to")
+    _move_aliases(name, [(alias, previous)] + ([(previous_alias, current)] if current is not None else []))
     return previous
+
+
+def complete_alias_moves(name: str) -> list[tuple[str, str]]:
+    """Finish alias moves a crashed ``promote``/``rollback`` left half done; return the moves re-applied."""
+    import json
+
+    pending = (client().get_registered_model(name).tags or {}).get(TAG_ALIAS_MOVE)
+    if not pending:
+        return []
+    moves = [(str(a), str(v)) for a, v in json.loads(pending)]
+    _apply(name, moves)
+    return moves
+
+
+def _move_aliases(name: str, moves: list[tuple[str, str]]) -> None:
+    """Record ``moves`` as the write-ahead tag, apply them in order, then clear the tag."""
+    import json
+
+    client().set_registered_model_tag(name, TAG_ALIAS_MOVE, json.dumps(moves))
+    _apply(name, moves)
+
+
+def _apply(name: str, moves: list[tuple[str, str]]) -> None:
+    for alias, version in moves:  # each write is idempotent: re-applying after a crash is safe
+        client().set_registered_model_alias(name, alias, version)
+    client().delete_registered_model_tag(name, TAG_ALIAS_MOVE)
 
 
 TAG_APPROVED_BY = "rlops.approval.by"

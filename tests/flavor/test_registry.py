@@ -109,3 +109,70 @@ def test_fully_resealed_artifact_is_caught_by_the_registry_tag(tracking, mlflow_
     assert flavor.load_local_model(model_dir).env_spec.params == {"length": 3.0}
     with pytest.raises(IntegrityError, match="differs from the registry tag rlops.bundle_sha"):
         flavor.load_model(f"models:/{model_name}/1")
+
+
+class _CrashOn:
+    """Make the n-th alias write fail as if the MLflow server died mid-call (the client raises on a dropped link)."""
+
+    def __init__(self, monkeypatch, n: int) -> None:
+        self.calls, self.n = 0, n
+        real = registry.client().__class__.set_registered_model_alias
+
+        def failing(client, *args, **kwargs):
+            self.calls += 1
+            if self.calls == self.n:
+                raise ConnectionError("MLflow server went away")
+            return real(client, *args, **kwargs)
+
+        monkeypatch.setattr(registry.client().__class__, "set_registered_model_alias", failing)
+
+
+def _three_versions(model_name, bundle):
+    for _ in range(3):
+        _log(bundle, model_name)
+    flavor.promote(model_name, 1)
+    flavor.promote(model_name, 2)  # champion 2, previous 1
+
+
+@pytest.mark.parametrize("crash_at", [1, 2])
+def test_a_promotion_that_crashes_between_alias_writes_is_completed_by_the_next_call(
+        tracking, model_name, cartpole_bundle, monkeypatch, crash_at):
+    """Killed mid-promotion: a re-run (or a rollback) finishes it, so previous never stays equal to champion."""
+    _three_versions(model_name, cartpole_bundle)
+    with monkeypatch.context() as patch:
+        _CrashOn(patch, crash_at)
+        with pytest.raises(ConnectionError):
+            flavor.promote(model_name, 3)
+    assert registry.complete_alias_moves(model_name) == [("previous", "2"), ("champion", "3")]
+    assert (flavor.get_alias_version(model_name, "champion"), flavor.get_alias_version(model_name, "previous")) \
+        == ("3", "2")
+    assert flavor.promote(model_name, 3) == "2"  # re-running a finished promotion changes nothing
+    assert flavor.rollback(model_name) == "2"
+    assert flavor.get_alias_version(model_name, "previous") == "3"
+
+
+def test_rollback_after_a_crashed_promotion_rolls_back_to_the_right_version(tracking, model_name,
+                                                                           cartpole_bundle, monkeypatch):
+    _three_versions(model_name, cartpole_bundle)
+    with monkeypatch.context() as patch:
+        _CrashOn(patch, 2)  # previous already moved to 2, champion still 2: the state the issue saw
+        with pytest.raises(ConnectionError):
+            flavor.promote(model_name, 3)
+    assert flavor.get_alias_version(model_name, "previous") == flavor.get_alias_version(model_name, "champion")
+    assert flavor.rollback(model_name) == "2"  # the pending move completes first: champion 3 -> back to 2
+    assert (flavor.get_alias_version(model_name, "champion"), flavor.get_alias_version(model_name, "previous")) \
+        == ("2", "3")
+
+
+def test_a_crashed_rollback_is_completed_too(tracking, model_name, cartpole_bundle, monkeypatch):
+    _three_versions(model_name, cartpole_bundle)
+    with monkeypatch.context() as patch:
+        _CrashOn(patch, 2)
+        with pytest.raises(ConnectionError):
+            flavor.rollback(model_name)
+    flavor.promote(model_name, 1)  # any later move finishes the rollback first
+    assert (flavor.get_alias_version(model_name, "champion"), flavor.get_alias_version(model_name, "previous")) \
+        == ("1", "2")
+    with pytest.raises(RegistryError, match="nothing to roll back to"):
+        flavor.set_alias(model_name, "previous", "1")
+        flavor.rollback(model_name)
