@@ -1,9 +1,10 @@
 """RewardSpec: which reward a policy optimizes, pinned by the SHA-256 of its source.
 
 A reward is a registered name (``"env"``) or an importable ``module:function``, plus JSON
-params. The hash of the defining module's source is recorded when the spec is made and
-checked again before the function is imported or called, so a policy can never be scored
-or retrained under a silently edited reward. The bundle stores the source file for audit.
+params. The hash of the defining module's source, and of every module of the user's package it
+imports (its import closure, found statically), is recorded when the spec is made and checked
+again before the function is imported or called, so a policy can never be scored or retrained
+under a silently edited reward or reward helper. The bundle stores the source file for audit.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from typing import Any
 from rlops_plugin import plugins
 from rlops_plugin.bundle.hashing import check_finite_json, sha256_file, sha256_json
 from rlops_plugin.bundle.references import (
+    closure_hashes,
     load_verified,
     module_source_path,
     object_module,
     reference_of,
     source_file_of,
     split_reference,
+    verify_closure,
 )
 from rlops_plugin.bundle.strict import check_keys, load_dataclass
 from rlops_plugin.errors import ConfigError, IntegrityError
@@ -46,14 +49,20 @@ class RewardSpec:
     """SHA-256 of the defining module's source file (filled in when empty)."""
     source_file: str = ""
     """File name of the source copy stored in the bundle, e.g. ``"my_rewards.py"``."""
+    closure: Mapping[str, str] = field(default_factory=dict)
+    """``{module: sha256}`` of the user's modules the reward module imports (its helpers and their packages'
+    ``__init__.py``), recorded with ``source_sha256``: an edited helper is refused like an edited reward."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", dict(self.params))
+        object.__setattr__(self, "closure", dict(self.closure))
         check_finite_json(self.params, "reward_spec.params")
         if not self.source_sha256 or not self.source_file:
             path = self.current_source_path()
             if not self.source_sha256:
                 object.__setattr__(self, "source_sha256", sha256_file(path))
+                if not self.is_registered and not self.closure:  # a new spec: pin its helpers too
+                    object.__setattr__(self, "closure", closure_hashes(self.module_name))
             if not self.source_file:
                 object.__setattr__(self, "source_file", f"{self.module_name}.py")
         if not _SAFE_FILE.match(self.source_file):
@@ -93,6 +102,7 @@ class RewardSpec:
                 f"{self.source_sha256[:12]}...; the reward definition changed since the policy was "
                 "made. Install the matching version or create a new RewardSpec."
             )
+        verify_closure(f"reward {self.ref!r}", dict(self.closure))
         return path
 
     def bundle_sources(self) -> dict[str, Path]:
@@ -114,7 +124,7 @@ class RewardSpec:
         if self.is_registered:
             self.verify_source()
             return plugins.rewards().get(self.ref).value
-        return load_verified(self.ref, self.source_sha256)
+        return load_verified(self.ref, self.source_sha256, dict(self.closure))
 
     def __call__(self, **values: Any) -> float:
         """Compute the reward for one transition; a non-finite result is an error."""
@@ -125,8 +135,11 @@ class RewardSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
-        return {"ref": self.ref, "params": dict(self.params), "source_sha256": self.source_sha256,
-                "source_file": self.source_file, "format_version": FORMAT_VERSION}
+        out = {"ref": self.ref, "params": dict(self.params), "source_sha256": self.source_sha256,
+               "source_file": self.source_file, "format_version": FORMAT_VERSION}
+        if self.closure:  # absent for rewards without helpers, so their specs hash as before
+            out["closure"] = dict(self.closure)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RewardSpec:

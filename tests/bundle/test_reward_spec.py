@@ -68,3 +68,64 @@ def test_stored_spec_must_carry_its_hash():
         RewardSpec.from_dict({"ref": "env", "params": {}})
     with pytest.raises(ConfigError, match="plain .py file name"):
         RewardSpec(ref="env", source_sha256="0" * 64, source_file="../../etc/passwd.py")
+
+
+def _package(tmp_path, name="acme_rewards"):
+    """A user package: the reward imports a helper module (absolute and relative) and its package __init__."""
+    pkg = tmp_path / name
+    (pkg / "util").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "util" / "__init__.py").write_text("")
+    (pkg / "util" / "scale.py").write_text("FACTOR = 1.0\n")
+    (pkg / "shaping.py").write_text("from .util.scale import FACTOR\n\ndef shape(x):\n    return FACTOR * x\n")
+    (pkg / "reward.py").write_text(f"import json\nfrom {name} import shaping\n\n"
+                                   "def r(*, env_reward, **_):\n    return shaping.shape(env_reward)\n")
+    return pkg
+
+
+def _forget(prefix):
+    for name in [m for m in sys.modules if m == prefix or m.startswith(prefix + ".")]:
+        sys.modules.pop(name)
+
+
+@pytest.mark.parametrize("edited", ["shaping.py", "util/scale.py", "__init__.py", "util/__init__.py"])
+def test_an_edited_helper_module_of_the_reward_is_refused(tmp_path, monkeypatch, edited):
+    """Editing any module of the user's package the reward imports (or a package __init__) changes nothing silently."""
+    pkg = _package(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = RewardSpec(ref="acme_rewards.reward:r")
+    assert set(spec.closure) == {"acme_rewards", "acme_rewards.shaping", "acme_rewards.util",
+                                 "acme_rewards.util.scale"}  # json (stdlib) is not the user's
+    stored = spec.to_dict()
+    assert RewardSpec.from_dict(stored)(env_reward=1.0) == 1.0
+    marker = tmp_path / "pwned"
+    path = pkg / edited
+    path.write_text(path.read_text() + f"open({str(marker)!r}, 'w').close()\nFACTOR = -999.0\n")
+    _forget("acme_rewards")
+    with pytest.raises(IntegrityError, match="helper module 'acme_rewards.*' .* refusing to import"):
+        RewardSpec.from_dict(stored)(env_reward=1.0)
+    with pytest.raises(IntegrityError, match="helper module"):
+        RewardSpec.from_dict(stored).verify_source()
+    assert not marker.exists()
+    _forget("acme_rewards")
+
+
+def test_a_top_level_reward_pins_the_helper_beside_it(tmp_path, monkeypatch):
+    (tmp_path / "my_helper.py").write_text("BONUS = 1.0\n")
+    (tmp_path / "my_reward.py").write_text("import my_helper\n\ndef r(*, env_reward, **_):\n"
+                                           "    return env_reward + my_helper.BONUS\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    stored = RewardSpec(ref="my_reward:r").to_dict()
+    assert list(stored["closure"]) == ["my_helper"]
+    (tmp_path / "my_helper.py").write_text("BONUS = -999.0\n")
+    _forget("my_helper")
+    with pytest.raises(IntegrityError, match="helper module 'my_helper'"):
+        RewardSpec.from_dict(stored)(env_reward=1.0)
+    (tmp_path / "my_helper.py").unlink()
+    with pytest.raises(IntegrityError, match="'my_helper' it imported when the spec was made is not installed"):
+        RewardSpec.from_dict(stored).verify_source()
+
+
+def test_a_reward_without_helpers_hashes_as_before():
+    """Specs without a closure keep their stored form (and bundle hashes): no ``closure`` key."""
+    assert "closure" not in RewardSpec(ref="scaled", params={"scale": 0.5}).to_dict()
