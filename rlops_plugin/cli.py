@@ -446,11 +446,44 @@ def approve(name: str, version: str, actor: str | None, note: str) -> None:
     click.echo(f"{name} version {version} approved by {event.actor} at {event.details['rlops.approval.at']}")
 
 
-@main.command()
+class ExportOrVerify(click.Group):
+    """``rlops audit NAME`` exports (as before); ``rlops audit verify NAME`` checks the hash chain."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        if args and args[0] not in self.commands:
+            args = ["export", *args]
+        return super().resolve_command(ctx, args)
+
+
+@main.group(cls=ExportOrVerify)
+def audit() -> None:
+    """The audit trail of a registered model: ``rlops audit NAME`` exports it, ``rlops audit verify NAME``
+    checks its hash chain."""
+
+
+@audit.command("verify")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="The full verdict as JSON.")
+def audit_verify(name: str, as_json: bool) -> None:
+    """Verify NAME's audit trail as a hash chain; exit code 1 and the first broken link if it was tampered with."""
+    from rlops_plugin.audit.chain import verify_chain
+
+    report = verify_chain(name)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
+    if not as_json:
+        for note in report.notes:
+            click.echo(f"note: {note}")
+        if report.first_break:
+            click.echo(f"first broken link: run {report.first_break['run_id']}")
+    if not report.verified:
+        sys.exit(1)
+
+
+@audit.command("export")
 @click.argument("name")
 @click.option("--format", "fmt", type=click.Choice(["json", "html"]), default="json", show_default=True)
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
-def audit(name: str, fmt: str, out: str | None) -> None:
+def audit_export(name: str, fmt: str, out: str | None) -> None:
     """Export the audit trail of registered model NAME (updates, gates, canaries, promotions, rollbacks)."""
     from rlops_plugin.audit.export import to_html, to_json
 

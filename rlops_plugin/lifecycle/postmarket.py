@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlops_plugin.audit.chain import verify_chain
 from rlops_plugin.audit.events import AUDIT_EXPERIMENT, AuditEvent, list_events
 from rlops_plugin.audit.export import render_html
 from rlops_plugin.defaults import CHAMPION
@@ -171,6 +172,8 @@ class PostMarketReport:
     vetoes_counted: bool
     store: str | None = None
     notes: list[str] = field(default_factory=list)
+    audit_chain: dict[str, Any] = field(default_factory=dict)
+    """Whether the model's audit trail verified as a hash chain (:func:`~rlops_plugin.audit.chain.verify_chain`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (what ``--format json`` prints)."""
@@ -218,7 +221,7 @@ def post_market_report(name: str, since: float, until: float | None = None, *, s
         model_name=name, since=since, until=until, generated_at=generated, policy_kinds=kinds,
         versions=versions, service=intervals, monitoring_runs=runs, windows=windows, incidents=incidents,
         updates=_updates(in_period, trail, versions), events=[_brief(e) for e in in_period],
-        vetoes_counted=counts is not None, store=store, notes=notes)
+        vetoes_counted=counts is not None, store=store, notes=notes, audit_chain=verify_chain(name).to_dict())
 
 
 def service_intervals(events: list[AuditEvent], now: float) -> list[ServiceInterval]:

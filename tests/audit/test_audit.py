@@ -99,3 +99,65 @@ def test_an_event_missing_details_keeps_the_shape_and_says_so(tracking, model_na
     record_event(AuditEvent("rollback", model_name, "1", details={"deployment": "d"}))
     (event,) = list_events(model_name)
     assert event.details == {"deployment": "d", "from": None, "to": None, MISSING_DETAILS: ["from", "to"]}
+
+
+def _event_json(run_id):
+    path = mlflow.MlflowClient().download_artifacts(run_id, "event.json")
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _rewrite(run_id, data):
+    """What an editor with write access to MLflow does: replace the run's event.json."""
+    mlflow.MlflowClient().log_text(run_id, json.dumps(data, indent=2), "event.json")
+
+
+def _verify(name, tracking):
+    proc = subprocess.run(RLOPS + ["audit", "verify", name, "--json"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": tracking})
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_the_trail_is_a_hash_chain_that_verify_checks(two_versions, tracking):
+    name = two_versions
+    for version in ("1", "2", "2"):
+        record_event(AuditEvent("gate", name, version, decision="passed", metrics={"delta": 1.5}))
+    events = list_events(name)
+    assert [e.prev_hash for e in events[1:]] == [e.hash for e in events[:-1]] and events[0].prev_hash == ""
+    assert flavor.registry.client().get_registered_model(name).tags["rlops.audit.head"] == events[-1].hash
+    code, report = _verify(name, tracking)
+    assert code == 0 and report["verified"] and report["chained"] == 3, report
+    assert "audit chain verified (3 chained events)" in rlops(["audit", "verify", name], tracking)
+    assert json.loads(rlops(["audit", name], tracking))["events"][0]["hash"] == events[0].hash  # export unchanged
+
+
+@pytest.mark.parametrize("tamper", ["edit", "edit_and_rehash", "delete_middle", "delete_last", "retag"])
+def test_verify_reports_the_first_broken_link(two_versions, tracking, tamper):
+    name = two_versions
+    for version in ("1", "2", "2"):
+        record_event(AuditEvent("gate", name, version, decision="failed", reason="regression"))
+    events = list_events(name)
+    client = mlflow.MlflowClient()
+    target = events[1] if tamper != "delete_last" else events[-1]
+    if tamper in ("edit", "edit_and_rehash"):
+        data = _event_json(target.run_id)
+        data["decision"] = "passed"
+        if tamper == "edit_and_rehash":  # a careful editor recomputes the hash and the tag too
+            from rlops_plugin.audit.events import event_hash
+
+            data["hash"] = event_hash(data)
+            client.set_tag(target.run_id, "rlops.event_hash", data["hash"])
+            client.set_tag(target.run_id, "rlops.decision", "passed")
+        _rewrite(target.run_id, data)
+    elif tamper == "retag":
+        client.set_tag(target.run_id, "rlops.decision", "passed")  # an edit in the MLflow UI
+    else:
+        client.delete_run(target.run_id)
+    code, report = _verify(name, tracking)
+    assert code == 1 and not report["verified"], report
+    expected = {"edit": ("was edited", target), "edit_and_rehash": ("no event of the trail has", events[2]),
+                "delete_middle": ("an earlier event was deleted", events[2]),
+                "delete_last": ("the last event(s) were deleted", None),
+                "retag": ("disagrees with its event.json", target)}[tamper]
+    assert expected[0] in report["first_break"]["problem"]
+    assert report["first_break"]["run_id"] == (expected[1].run_id if expected[1] else None)

@@ -226,6 +226,8 @@ def test_html_escapes_and_has_every_section_and_json_is_valid(history, tracking)
     assert page.count("<tr class='rollback'>") == 2  # once as an incident, once in the event list
     audit_id = mlflow.get_experiment_by_name("rlops-audit").experiment_id
     assert f"{tracking}/#/experiments/{audit_id}/runs/{report.events[0]['run_id']}" in page
+    assert report.audit_chain["verified"] and report.audit_chain["chained"] == len(list_events(history["name"]))
+    assert 'Audit trail hash chain: <b class="pass">verified</b>' in page
     data = json.loads(to_json(report))
     assert data["model_name"] == history["name"] and len(data["events"]) == len(report.events)
     assert data["service"][0]["lane"] == REGISTRY_LANE and data["updates"][0]["kind"] == "policy_update"
@@ -290,3 +292,18 @@ def test_cli_post_market_json_html_and_errors(history, tracking, tmp_path):
     missing = _rlops(["report", "post-market", "no-such-policy", "--since", "2026-01-01"], tracking, check=False)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert "error: RegistryError: no registered model named 'no-such-policy'" in missing.stderr
+
+
+def test_a_tampered_trail_is_reported_broken(tracking, model_name, cartpole_bundle):
+    """The report states whether the trail verified: a deleted event makes it say BROKEN with the next link."""
+    from rlops_plugin.audit.events import AuditEvent, record_event
+
+    with mlflow.start_run():
+        flavor.log_model(cartpole_bundle, name="policy", registered_model_name=model_name)
+    for decision in ("failed", "failed", "passed"):
+        record_event(AuditEvent("gate", model_name, "1", decision=decision))
+    events = list_events(model_name)
+    mlflow.MlflowClient().delete_run(events[1].run_id)
+    report = post_market_report(model_name, 0.0)
+    assert not report.audit_chain["verified"] and report.audit_chain["first_break"]["run_id"] == events[2].run_id
+    assert '<b class="fail">BROKEN</b>' in to_html(report, tracking_uri=tracking)
