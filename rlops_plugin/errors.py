@@ -56,3 +56,7 @@ def to_mlflow_exception(err: RLOpsError):
     else:
         code = INVALID_STATE
     return MlflowException(f"{type(err).__name__}: {err}", error_code=code)
+
+
+class BrokenPolicyError(RLOpsError):
+    """A policy's outputs are not finite (NaN or inf): refused at load, or no safe fallback for a decision."""

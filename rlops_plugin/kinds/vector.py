@@ -50,7 +50,8 @@ class VectorKind:
 
         o = options
         return PolicyModel(name, champion.model_uri, store=store, challenger_uri=o.challenger_uri,
-                           exploration=ExplorationConfig(o.exploration, o.epsilon, o.temperature, o.max_epsilon),
+                           exploration=ExplorationConfig(o.exploration, o.epsilon, o.temperature, o.max_epsilon,
+                                                         getattr(o, "safe_action", None)),
                            routing=RoutingConfig(o.routing, o.canary_fraction), max_batch=o.max_batch, seed=o.seed,
                            champion=champion)
 

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from rlops_plugin.bundle.strict import load_dataclass
-from rlops_plugin.errors import ConfigError, InvalidObservationError, RLOpsError
+from rlops_plugin.errors import BrokenPolicyError, ConfigError, InvalidObservationError, RLOpsError
 from rlops_plugin.experience.cloudevents import ingest_cloudevent
 from rlops_plugin.experience.feedback import parse_feedback_body
 from rlops_plugin.experience.store import ExperienceStore, StoreError
@@ -118,6 +118,11 @@ def install(app: FastAPI, models: dict[str, Any], store: ExperienceStore | None,
                               status_code=503)
 
     app.add_exception_handler(StoreError, store_failed)
+
+    async def policy_broken(_request: Request, exc: BrokenPolicyError) -> Response:
+        return json_response({"error": f"BrokenPolicyError: {exc}; nothing was logged"}, status_code=503)
+
+    app.add_exception_handler(BrokenPolicyError, policy_broken)
 
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         if not request.url.path.startswith("/openai/"):

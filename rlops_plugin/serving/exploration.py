@@ -29,6 +29,9 @@ class ExplorationConfig:
     """Softmax temperature (1 = the policy's own probabilities)."""
     max_epsilon: float = 0.5
     """Guard: the largest epsilon this deployment accepts."""
+    safe_action: int | list[float] | None = None
+    """The action executed when the policy's outputs for an observation are not finite and no finite policy
+    (the champion, for a broken challenger) can decide instead; without one such a request gets a 503."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -39,6 +42,10 @@ class ExplorationConfig:
             raise ConfigError(f"epsilon must lie in [0, max_epsilon={self.max_epsilon}], got {self.epsilon}")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ConfigError(f"temperature must be positive, got {self.temperature}")
+        safe = self.safe_action
+        if isinstance(safe, bool) or (isinstance(safe, list) and not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in safe)):
+            raise ConfigError(f"safe_action must be an action index or a list of finite numbers, got {safe!r}")
 
     def to_dict(self) -> dict[str, float | str]:
         """JSON form, logged with every decision batch."""

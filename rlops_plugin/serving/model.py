@@ -15,7 +15,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from rlops_plugin import plugins
-from rlops_plugin.errors import InvalidObservationError, RLOpsError
+from rlops_plugin.errors import BrokenPolicyError, InvalidObservationError, RLOpsError
 from rlops_plugin.experience.store import ExperienceStore
 from rlops_plugin.flavor.model import LoadedModel, load_model_with_source
 from rlops_plugin.serving.engine import DecisionEngine, Decisions
@@ -88,7 +88,7 @@ class PolicyModel(kserve.Model):
             "model": self.name, "ready": self.ready, "policies": engine.policies(),
             "champion_uri": self.model_uri, "challenger_uri": self.challenger_uri,
             "exploration": engine.exploration.to_dict(), "routing": engine.routing.to_dict(),
-            "logging": self.store is not None,
+            "logging": self.store is not None, "fallbacks": dict(engine.fallbacks.counts),
         }
 
     async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
@@ -105,6 +105,8 @@ class PolicyModel(kserve.Model):
             decisions = engine.decide(request)
         except InvalidObservationError as exc:
             raise InvalidInput(str(exc)) from None
+        except BrokenPolicyError:
+            raise  # 503 (serving.app): the policy, not the request, is at fault
         except RLOpsError as exc:
             raise InvalidInput(f"{type(exc).__name__}: {exc}") from None
         if self.store is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import os
 import sys
@@ -32,6 +33,17 @@ def _kserve_parser() -> argparse.ArgumentParser:
     return model_server.parser
 
 
+def _safe_action(text: str) -> int | list[float]:
+    """``--safe_action``: an action index or a JSON list of numbers."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"not an action index or a JSON list: {text!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, list)):
+        raise argparse.ArgumentTypeError(f"not an action index or a JSON list: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """KServe's server options plus rlops': model URIs, store, exploration, routing, limits."""
     parser = argparse.ArgumentParser(prog="rlops-serve", parents=[_kserve_parser()], conflict_handler="resolve",
@@ -50,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epsilon", type=float, default=float(env("RLOPS_EPSILON", "0")))
     parser.add_argument("--max_epsilon", type=float, default=0.5)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--safe_action", type=_safe_action, default=None,
+                        help="action (an index, or a JSON list for Box actions) executed when a policy's outputs "
+                             "are not finite and no finite policy can decide; without it such requests get 503")
     parser.add_argument("--challenger_uri", default=env("RLOPS_CHALLENGER_URI") or None,
                         help="second policy for shadow or canary (env RLOPS_CHALLENGER_URI)")
     parser.add_argument("--routing", choices=("off", "shadow", "canary"), default=env("RLOPS_ROUTING", "off"))
