@@ -104,6 +104,10 @@ def _schema(d: _Dialect) -> list[str]:
             seq {d.serial}, interaction_id TEXT NOT NULL UNIQUE, ts {d.real} NOT NULL, model TEXT NOT NULL,
             session_id TEXT, policy_version TEXT NOT NULL, n INTEGER NOT NULL, record TEXT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS interactions_session ON interactions (session_id)",
+        f"""CREATE TABLE IF NOT EXISTS quarantine (
+            seq {d.serial}, ts {d.real} NOT NULL, source TEXT NOT NULL, ref TEXT NOT NULL, reason TEXT NOT NULL,
+            body {d.blob} NOT NULL, UNIQUE (source, ref))""",
+        *d.append_only("quarantine"),
         *d.append_only("interactions"),
         *d.append_only("decision_batches"),
         *d.append_only("feedback"),
@@ -219,6 +223,10 @@ class ExperienceStore:
         """Store KServe logger CloudEvents ``(ce_id, ce_type, model, body)``; duplicates are ignored."""
         return self._writer.submit("logger", list(events)).result(timeout)
 
+    def quarantine(self, source: str, ref: str, reason: str, body: bytes, timeout: float = 60.0) -> str:
+        """Keep input that failed validation (never learned from) with the reason: ``"quarantined"``/``"duplicate"``."""
+        return self._writer.submit("quarantine", [(source, ref, reason, body)]).result(timeout)[0]
+
     def _locked_write(self, jobs: list[WriteJob]) -> list[Any]:
         with self._write_lock:
             return self._write_jobs(jobs)
@@ -246,6 +254,9 @@ class ExperienceStore:
                     results.append([self._insert_feedback(conn, e) for e in job.items])
                 elif job.kind == "logger":
                     results.append([self._insert_logger(conn, e) for e in job.items])
+                elif job.kind == "quarantine":
+                    results.append(["quarantined" if conn.execute(d.q(_INSERT_QUARANTINE), (time.time(), *e)).rowcount
+                                    == 1 else "duplicate" for e in job.items])
                 else:
                     raise StoreError(f"unknown write kind {job.kind!r}")
         return results
@@ -360,6 +371,17 @@ class ExperienceStore:
             "SELECT session_id, MIN(ts) FROM interactions WHERE session_id IS NOT NULL GROUP BY session_id").fetchall()
         return {r[0]: float(r[1]) for r in rows}
 
+    def logger_pair(self, ce_id: str) -> dict[str, bytes]:
+        """``{ce_type: body}`` of the logger events with id ``ce_id`` (an indexed lookup: the table's primary key)."""
+        rows = self._reader().execute(self.dialect.q("SELECT ce_type, body FROM logger_events WHERE ce_id = ?"),
+                                      (ce_id,)).fetchall()
+        return {r[0]: bytes(r[1]) for r in rows}
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """Quarantined input, oldest first: ``{"ts", "source", "ref", "reason", "body"}``."""
+        rows = self._reader().execute("SELECT ts, source, ref, reason, body FROM quarantine ORDER BY seq").fetchall()
+        return [{"ts": float(r[0]), "source": r[1], "ref": r[2], "reason": r[3], "body": bytes(r[4])} for r in rows]
+
     def logger_events(self) -> list[tuple[str, str, str, bytes]]:
         """Stored KServe logger events ``(ce_id, ce_type, model, body)``."""
         rows = self._reader().execute("SELECT ce_id, ce_type, model, body FROM logger_events ORDER BY ts").fetchall()
@@ -383,10 +405,11 @@ class ExperienceStore:
         batches, decisions = conn.execute("SELECT COUNT(*), COALESCE(SUM(n), 0) FROM decision_batches").fetchone()
         (feedback,) = conn.execute("SELECT COUNT(*) FROM feedback").fetchone()
         (interactions,) = conn.execute("SELECT COUNT(*) FROM interactions").fetchone()
+        (quarantined,) = conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()
         dup = conn.execute(self.dialect.q("SELECT value FROM rlops_counters WHERE name = ?"),
                            ("feedback_duplicates",)).fetchone()
         return {"batches": int(batches), "decisions": int(decisions), "interactions": int(interactions),
-                "feedback_events": int(feedback),
+                "feedback_events": int(feedback), "quarantined": int(quarantined),
                 "feedback_duplicates": int(dup[0]) if dup else 0}
 
     def max_seq(self) -> int:
@@ -433,6 +456,8 @@ _INSERT_INTERACTION = ("INSERT INTO interactions (interaction_id, ts, model, ses
                        "VALUES (?, ?, ?, ?, ?, ?, ?)")
 _INSERT_LOGGER = ("INSERT INTO logger_events (ce_id, ce_type, ts, model, body) VALUES (?, ?, ?, ?, ?) "
                   "ON CONFLICT (ce_id, ce_type) DO NOTHING")
+_INSERT_QUARANTINE = ("INSERT INTO quarantine (ts, source, ref, reason, body) VALUES (?, ?, ?, ?, ?) "
+                      "ON CONFLICT (source, ref) DO NOTHING")
 _BUMP_COUNTER = ("INSERT INTO rlops_counters (name, value) VALUES (?, 1) "
                  "ON CONFLICT (name) DO UPDATE SET value = rlops_counters.value + 1")
 

@@ -6,6 +6,7 @@ retry), so bad input never surfaces as a 500.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from fastapi.responses import Response
 
 from rlops_plugin.bundle.strict import load_dataclass
 from rlops_plugin.errors import BrokenPolicyError, ConfigError, InvalidObservationError, RLOpsError
-from rlops_plugin.experience.cloudevents import ingest_cloudevent
+from rlops_plugin.experience.cloudevents import PolicyCatalog, ingest_cloudevent
 from rlops_plugin.experience.feedback import parse_feedback_body
 from rlops_plugin.experience.store import ExperienceStore, StoreError
 from rlops_plugin.serving.exploration import ExplorationConfig
@@ -147,6 +148,20 @@ def install(app: FastAPI, models: dict[str, Any], store: ExperienceStore | None,
         except orjson.JSONDecodeError as exc:
             raise InvalidObservationError(f"body: invalid JSON ({exc})") from None
 
+    registry = bool(os.environ.get("MLFLOW_TRACKING_URI"))
+    looked_up = PolicyCatalog(registry=registry)
+
+    def catalog() -> PolicyCatalog:
+        """The served policies (as they are now, after any /configure), then the registry when one is set."""
+        known = {}
+        for model in models.values():
+            engine = getattr(model, "decider", None)
+            for loaded in (getattr(engine, "champion", None), getattr(engine, "challenger", None)):
+                if loaded is not None:
+                    known[loaded.policy_version] = loaded.bundle.policy
+        looked_up.known = known
+        return looked_up
+
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> Response:
         """Rewards, ratings, corrections and outcomes for decision ids (idempotent)."""
@@ -171,7 +186,7 @@ def install(app: FastAPI, models: dict[str, Any], store: ExperienceStore | None,
             import asyncio
 
             result = await asyncio.get_running_loop().run_in_executor(
-                None, ingest_cloudevent, store, dict(request.headers), body)
+                None, ingest_cloudevent, store, dict(request.headers), body, catalog())
         except InvalidObservationError as exc:
             return bad(str(exc))
         return json_response(result, status_code=202)

@@ -46,7 +46,7 @@ def test_round_trip(store_url):
         np.testing.assert_allclose(back.probs, batch.probs)
         assert back.policies == ["m/1@abc"] and back.extra["steps"] == [0, 1, 2, 3, 4]
         assert store.stats() == {"batches": 1, "decisions": 5, "interactions": 0, "feedback_events": 0,
-                                 "feedback_duplicates": 0}
+                                 "quarantined": 0, "feedback_duplicates": 0}
 
 
 def test_box_actions_and_shadow_round_trip(tmp_path):

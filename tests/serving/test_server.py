@@ -14,6 +14,7 @@ from rlops_plugin.local.sockets import listening_addresses, process_tree
 
 pytestmark = pytest.mark.integration
 OBS = [0.01, -0.02, 0.03, 0.04]
+LOGGER = "org.kubeflow.serving.inference."
 
 
 def predict(server, body, **kw):
@@ -189,6 +190,21 @@ def test_kserve_logger_cloudevents(served, start_server, model_dirs):
         assert logged[batch_id].n == 2 and logged[batch_id].extra["source"] == "kserve-logger"
         np.testing.assert_allclose(logged[batch_id].propensities,
                                    [row["propensity"] for row in response["predictions"]])
+    forged = json.loads(json.dumps(predict(no_log, request).json()))
+    forged["predictions"][0]["propensity"] = 5  # what a forger posts to steer off-policy estimates
+    for ce_type, body in (("request", request), ("response", forged)):
+        out = httpx.post(url, content=json.dumps(body), timeout=30,
+                         headers={**base, "ce-id": "evt-forged", "ce-type": LOGGER + ce_type})
+    assert out.status_code == 202 and "propensity 5.0 must lie in (0, 1]" in out.json()["quarantined"]
+    stranger = json.loads(json.dumps(predict(no_log, request).json()))
+    for row in stranger["predictions"]:
+        row["policy_version"] = "policy/9@ffffffffffff"  # a version this server does not serve
+    for ce_type, body in (("request", request), ("response", stranger)):
+        out = httpx.post(url, content=json.dumps(body), timeout=30,
+                         headers={**base, "ce-id": "evt-stranger", "ce-type": LOGGER + ce_type})
+    assert "not a known policy version" in out.json()["quarantined"]
+    status = httpx.get(f"{server.url}/rlops/v1/status", timeout=30).json()["store"]
+    assert status["quarantined"] == 2 and status["decisions"] == 2  # the log holds only the honest pair
 
 
 def test_configure_switches_to_canary_without_restart(served, model_dirs):
