@@ -14,6 +14,7 @@ from rlops_plugin.flavor.model import LoadedModel, as_loaded
 from rlops_plugin.kinds.base import kind_of
 from rlops_plugin.lifecycle.register import register
 from rlops_plugin.simulation.calibration import Calibration
+from rlops_plugin.training import distributed
 from rlops_plugin.training.base import Progress
 from rlops_plugin.training.train import TrainOutcome
 from rlops_plugin.training.train import train as run_trainer
@@ -27,7 +28,7 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
           register_as: str | None = None, alias: str | None = None, allow_mismatch: bool = False,
           eval_episodes: int = EVAL_EPISODES, experiment: str | None = EXPERIMENT, run_name: str | None = None,
           progress: Progress | None = None, simulator_ignores_dataset: bool = False,
-          env_spec: Any = None) -> TrainOutcome:
+          env_spec: Any = None, tags: dict[str, str] | None = None) -> TrainOutcome:
     """Train ``trainer`` from ``init``, then fine-tune ``finetune_steps`` in the simulator; log each stage.
 
     ``trainer`` is a registered name or an alias of the init policy's kind (``dpo`` on an agent is
@@ -38,7 +39,12 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
     ``register_as`` the final model is registered (see :func:`~rlops_plugin.lifecycle.register.register`)
     and ``alias`` set on it. ``env_spec`` (a spec of the init's kind, its dict, or a JSON file) becomes the
     candidate's environment part, e.g. an agent's task suite after its world changed (the gate then compares
-    both policies under it with ``compare_under="candidate"``).
+    both policies under it with ``compare_under="candidate"``). ``dataset`` may be an MLflow artifact URI
+    (``runs:/...``, ``models:/...``, ``mlflow-artifacts:/...``, ``s3://...``). ``tags`` go on each stage's run.
+
+    Under torchrun (``rlops train --nproc N``, a TrainJob) every rank trains each stage; rank 0 alone logs and
+    registers, after every rank finished (one run per stage, one registered version, as in a single process);
+    the other ranks return their outcome (``rank`` > 0) with nothing recorded.
     """
     if trainer == "reward_model":
         raise ConfigError("a reward model is a judge, not a policy update: use lifecycle.train_reward_model "
@@ -57,7 +63,7 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
     outcome = run_trainer(trainer, init, dataset, config, allow_mismatch=allow_mismatch,
                           eval_episodes=eval_episodes, experiment=experiment, run_name=run_name, progress=progress,
                           calibration=fitted if simulator else None,
-                          env_spec=None if env_spec is None else env_spec_of(kind, env_spec))
+                          env_spec=None if env_spec is None else env_spec_of(kind, env_spec), tags=tags)
     if finetune_steps > 0:
         if not kind.trainer_applies(plugins.trainers().get(FINETUNE_TRAINER).value):
             raise ConfigError(f"trainer {FINETUNE_TRAINER!r} does not train {kind.name} policies")
@@ -67,10 +73,10 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
             finetune = calibrated(finetune, calibration)
         outcome = run_trainer(FINETUNE_TRAINER, outcome.model_uri or outcome.bundle, None, finetune,
                               eval_episodes=eval_episodes, experiment=experiment, progress=progress,
-                              calibration=fitted)
+                              calibration=fitted, tags=tags)
         if base_return is not None:  # before = the deployed checkpoint, not the intermediate stage
             outcome.metrics["eval/init_return_mean"] = base_return
-    if register_as:
+    if register_as and distributed.is_main():
         outcome.version = register(outcome.model_uri, register_as, alias=alias, bundle=outcome.bundle)
         outcome.registered_name = register_as
     return outcome

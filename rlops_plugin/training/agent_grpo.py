@@ -25,6 +25,7 @@ from rlops_plugin.experience.dataset import Dataset
 from rlops_plugin.kinds.agent.policy import AgentPolicy
 from rlops_plugin.kinds.agent.specs import GraderSpec
 from rlops_plugin.kinds.agent.tasks import DEFAULT_MAX_NEW_TOKENS, with_system_prompt
+from rlops_plugin.training import distributed
 from rlops_plugin.training.agent_reward import reward_model_scorer
 from rlops_plugin.training.agent_trl import (
     _OUTPUTS,
@@ -162,6 +163,10 @@ class AgentGRPOTrainer(Trainer):
         if not isinstance(init.reward_spec, GraderSpec):
             raise ConfigError("agent GRPO rewards with the bundle's graders; its reward part is not a GraderSpec")
         tasks = _tasks(init, config)
+        dist = distributed.init()
+        if config.batch_size % dist.world_size:
+            raise ConfigError(f"GRPOConfig.batch_size: a multiple of the {dist.world_size} processes (each samples an "
+                              f"equal share of the {config.batch_size} answers), got {config.batch_size}")
         torch.manual_seed(config.seed)
         model, tokenizer = policy.fresh_copy()
         rows = [{"prompt": prompt_text(policy, tokenizer, task), "task_index": i} for i, task in enumerate(tasks)]
@@ -187,8 +192,10 @@ class AgentGRPOTrainer(Trainer):
         trainer = trl_trainer(model=model, reward_funcs=rewards, args=args, train_dataset=HFDataset.from_list(rows),
                               processing_class=tokenizer, callbacks=[record])
         result, trained = run_trl(trainer, config.torch_threads)
-        files = save_checkpoint(trained, tokenizer, out / "model")
         metrics = {"data/tasks": float(len(tasks)), **run_metrics(result, history)}
+        if not distributed.is_main():  # rank 0 saves; see agent_trl's module docstring
+            return TrainResult(policy, metrics, history)
+        files = save_checkpoint(trained, tokenizer, out / "model")
         return TrainResult(AgentPolicy(files, policy.agent), metrics, history)
 
 

@@ -9,6 +9,11 @@ are saved as safetensors and become a new :class:`AgentPolicy` with the same age
 shared bookkeeping (evaluation before/after on the task suite, one MLflow run, lineage, registration)
 is :func:`rlops_plugin.training.train.train`'s.
 
+Under torchrun, transformers/accelerate wrap the model in DDP themselves (gloo: the updates run on CPU); each rank
+takes ``ceil(batch_size / world)`` rows per step, so the effective batch is the configured one. Only rank 0 saves the
+checkpoint: the other ranks return the init policy as a placeholder, which :func:`~rlops_plugin.training.train.train`
+never evaluates, logs or registers.
+
 Why SFT on approved + corrected answers is the default recipe: on the triage task after a world
 change, plain DPO never improved a tiny champion and DPO with an SFT term forgot part of the old world,
 while SFT on every reviewed answer learned the new world and kept the old (README, "Agent learning").
@@ -33,6 +38,7 @@ from rlops_plugin.kinds.agent.policy import AgentPolicy, model_file_allowed
 from rlops_plugin.kinds.agent.signals import signal_counts, trainable_rows
 from rlops_plugin.kinds.agent.tasks import with_system_prompt
 from rlops_plugin.local.threads import threads_for, torch_threads
+from rlops_plugin.training import distributed
 from rlops_plugin.training.base import Progress, Trainer, TrainResult, require_data
 
 _OUTPUTS: list[str] = []
@@ -120,6 +126,7 @@ class AgentTRLTrainer(Trainer):
         if not rows:
             raise DatasetError(f"{type(self).__name__}: no trainable {self.signal} rows for this update "
                                f"({self.selection(config)}); the dataset holds {signal_counts(data)}")
+        distributed.init()
         torch.manual_seed(config.seed)
         model, tokenizer = policy.fresh_copy()
         limit = config.max_length or int(getattr(model.config, "max_position_embeddings", 2048))
@@ -139,11 +146,13 @@ class AgentTRLTrainer(Trainer):
         trainer = self.make_trainer(policy, model, tokenizer, examples, config, out / "trl",
                                     [history_callback(history, progress, config.steps)])
         result, trained = run_trl(trainer, config.torch_threads)
+        metrics = {"data/rows": float(len(examples)), "data/excluded_too_long": float(too_long),
+                   **run_metrics(result, history)}
+        if not distributed.is_main():  # rank 0 holds the same weights and is the one that saves them
+            return TrainResult(policy, metrics, history)
         if config.lora:
             trained = trained.merge_and_unload()
         files = save_checkpoint(trained, tokenizer, out / "model")
-        metrics = {"data/rows": float(len(examples)), "data/excluded_too_long": float(too_long),
-                   **run_metrics(result, history)}
         return TrainResult(AgentPolicy(files, policy.agent), metrics, history)
 
     # ----- what a subclass says -------------------------------------------------------------
@@ -230,12 +239,20 @@ def _tools(row: Mapping[str, Any]) -> str:
 
 
 def _common_args(config: AgentTrainConfig, output_dir: Path, max_length: int | None = None) -> dict[str, Any]:
-    """TRL arguments for a CPU update that saves nothing itself (the checkpoint is written as safetensors here)."""
-    return {"output_dir": str(output_dir), "max_steps": config.steps, "learning_rate": config.lr,
-            "per_device_train_batch_size": config.batch_size, "seed": config.seed, "data_seed": config.seed,
-            "bf16": False, "activation_checkpointing": False, "use_cpu": True, "report_to": [],
-            "save_strategy": "no", "logging_steps": config.logging_steps, "disable_tqdm": True,
+    """TRL arguments for a CPU update that saves nothing itself (the checkpoint is written as safetensors here).
+
+    Under torchrun: ``ceil(batch_size / world)`` rows per rank (the effective batch stays ``batch_size``) and DDP
+    over gloo (the update runs on CPU tensors).
+    """
+    world = distributed.world()
+    args = {"output_dir": str(output_dir), "max_steps": config.steps, "learning_rate": config.lr,
+            "per_device_train_batch_size": distributed.per_rank(config.batch_size, world), "seed": config.seed,
+            "data_seed": config.seed, "bf16": False, "activation_checkpointing": False, "use_cpu": True,
+            "report_to": [], "save_strategy": "no", "logging_steps": config.logging_steps, "disable_tqdm": True,
             "dataloader_num_workers": 0, "max_length": max_length or None}
+    if world > 1:
+        args["ddp_backend"] = "gloo"
+    return args
 
 
 def _peft(config: AgentTrainConfig) -> Any:

@@ -27,6 +27,7 @@ from rlops_plugin.bundle.policy import Policy
 from rlops_plugin.errors import ConfigError
 from rlops_plugin.experience.dataset import Dataset
 from rlops_plugin.local.threads import torch_threads
+from rlops_plugin.training import distributed
 
 Progress = Callable[[int, int, dict[str, float]], None]
 DATA_KINDS = ("transitions", "preferences", "simulator")
@@ -196,6 +197,13 @@ class GradientTrainer(Trainer):
     then returns :meth:`finish`'s policy. The config needs ``steps``, ``batch_size``, ``lr``,
     ``seed`` and ``torch_threads`` fields.
 
+    Under torchrun (:mod:`~rlops_plugin.training.distributed`) each rank samples
+    ``ceil(batch_size / world)`` rows per step from its own shard of the rows (every ``world``-th row,
+    with a generator seeded by ``(seed, rank)``), so the effective batch is the single-process one; the
+    networks (:meth:`networks`) start from rank 0's state, gradients are averaged over ranks before
+    clipping and the step, recorded metrics are averaged over ranks, and every rank ends with the same
+    weights (checked). Outside torchrun none of this runs: results are those of a single process.
+
     Subclasses implement :meth:`columns` and :meth:`update` (compute a loss, call :meth:`optimize`,
     return metrics), and where needed :meth:`check` (refuse an init or config early),
     :meth:`setup` (by default a clone of ``init.policy`` in train mode; build extra networks here),
@@ -221,13 +229,24 @@ class GradientTrainer(Trainer):
         data = require_data(data, self.data_kind)
         self.check(init, config)
         self.config = config
+        dist = distributed.init()
         run = TrainingRun.start(config.seed, config.steps, progress, self.report_every)
         self.policy = self.setup(init, config)
-        batches = Batches(self.columns(data, config), run.rng)
+        columns, rng, batch_size = self.columns(data, config), run.rng, config.batch_size
+        if dist.distributed:
+            columns = distributed.shard_rows(columns, dist.rank, dist.world_size)
+            rng = distributed.rank_rng(config.seed)
+            batch_size = distributed.per_rank(config.batch_size, dist.world_size)
+            distributed.broadcast_state(self.networks())
+        batches = Batches(columns, rng)
         self.optimizer = self.make_optimizer(self.parameters(), config)
         with torch_threads(config.torch_threads):
             for step in range(1, config.steps + 1):
-                run.record(step, self.update(batches.sample(config.batch_size)))
+                metrics = self.update(batches.sample(batch_size))
+                if dist.distributed and (step % self.report_every == 0 or step == config.steps):
+                    metrics = distributed.reduce_metrics(metrics)
+                run.record(step, metrics)
+        distributed.check_in_sync(self.networks(), f"{type(self).__name__} networks")
         return run.result(self.finish(self.policy))
 
     def check(self, init: PolicyBundle, config: Any) -> None:
@@ -247,6 +266,11 @@ class GradientTrainer(Trainer):
         """What the optimizer updates: the policy network's parameters."""
         return self.policy.network.parameters()
 
+    def networks(self) -> list[nn.Module]:
+        """Every network of the run (the policy's and any ``nn.Module`` a subclass keeps as an attribute, e.g.
+        CQL's target): what ranks start identical from and are checked identical on at the end."""
+        return [self.policy.network, *(v for v in vars(self).values() if isinstance(v, nn.Module))]
+
     def make_optimizer(self, parameters: Iterable[nn.Parameter], config: Any) -> torch.optim.Optimizer:
         """Adam with ``config.lr``."""
         return torch.optim.Adam(parameters, lr=config.lr)
@@ -256,9 +280,11 @@ class GradientTrainer(Trainer):
         raise NotImplementedError
 
     def optimize(self, loss: torch.Tensor, max_grad_norm: float | None = None) -> None:
-        """Back-propagate ``loss`` and step the optimizer, clipping the gradient norm when given."""
+        """Back-propagate ``loss``, average the gradients over ranks (under torchrun), clip their norm when
+        given, and step the optimizer."""
         self.optimizer.zero_grad()
         loss.backward()
+        distributed.average_gradients(p for group in self.optimizer.param_groups for p in group["params"])
         if max_grad_norm is not None:
             nn.utils.clip_grad_norm_([p for group in self.optimizer.param_groups for p in group["params"]],
                                      max_grad_norm)

@@ -13,6 +13,7 @@ gate's safety scenarios rather than merely the return.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from rlops_plugin.experience.dataset import Dataset
 from rlops_plugin.local.threads import torch_threads
 from rlops_plugin.serving.guards import shield_active, shield_discrete
 from rlops_plugin.simulation.rollouts import current_obs
+from rlops_plugin.training import distributed
 from rlops_plugin.training.base import Progress, Trainer, TrainingRun, TrainResult
 
 
@@ -124,20 +126,36 @@ class PPOTrainer(Trainer):
 
     def train(self, init: PolicyBundle, data: Dataset | None, config: PPOConfig,
               progress: Progress | None = None) -> TrainResult:
-        """Collect guarded rollouts and apply PPO updates (rounds and iterate selection as configured)."""
+        """Collect guarded rollouts and apply PPO updates (rounds and iterate selection as configured).
+
+        Under torchrun each rank steps ``n_envs / world`` of the envs (their reset seeds offset by rank, so the
+        ranks' episodes differ and the total per update is unchanged) and samples with a ``(seed, rank)``
+        generator; advantages are normalised over all ranks' rollouts, mini-batches of
+        ``ceil(minibatch_size / world)`` rows per rank have their gradients averaged, and every rank ends with
+        the same weights (checked).
+        """
         self.check(init, config)
+        dist = distributed.init()
+        if config.n_envs % dist.world_size:
+            raise ConfigError(f"sim_finetune: n_envs ({config.n_envs}) must be a multiple of the {dist.world_size} "
+                              "processes, so every rank steps the same number of envs")
         updates = max(1, config.total_steps // (config.n_envs * config.rollout_steps))
         per_update = config.n_envs * config.rollout_steps
         run = TrainingRun.start(config.seed, updates * per_update * config.max_rounds, progress, every=1)
         rng = run.rng
+        if dist.distributed:
+            rng = distributed.rank_rng(config.seed)
+            config = dataclasses.replace(config, n_envs=config.n_envs // dist.world_size,
+                                         minibatch_size=distributed.per_rank(config.minibatch_size, dist.world_size))
         spec = init.env_spec.replace(randomization=config.extra_randomization) if config.extra_randomization \
             else init.env_spec
         policy = init.policy.clone()
         policy.train()
         critic = _mlp(policy.obs_dim, config.value_hidden_sizes)
         params = list(policy.network.parameters()) + list(critic.parameters())
+        distributed.broadcast_state([policy.network, critic])
         opt = torch.optim.Adam(params, lr=config.lr)
-        runner = _Runner(spec, init, config, rng)
+        runner = _Runner(spec, init, config, rng, dist.rank)
         selector = _Selector(init, config) if config.select_every else None
         rounds = 0
         try:
@@ -151,6 +169,8 @@ class PPOTrainer(Trainer):
                         batch = runner.collect(policy, critic)
                         metrics = _ppo_update(policy, critic, opt, params, batch, config, rng)
                         metrics.update(runner.stats())
+                        if dist.distributed:
+                            metrics = distributed.reduce_metrics(metrics, sums=_COUNTS)
                         if selector is not None and (update % config.select_every == 0 or update == updates):
                             selector.consider(policy, done + update)
                         run.record((done + update) * per_update, metrics)
@@ -161,6 +181,7 @@ class PPOTrainer(Trainer):
                         break
         finally:
             runner.close()
+        distributed.check_in_sync([policy.network, critic], "PPO networks")
         if selector is not None:
             run.metrics.update(selector.restore_best(policy))
             run.metrics["train/rounds"] = float(rounds)
@@ -182,6 +203,17 @@ class PPOTrainer(Trainer):
             raise ConfigError(f"edge_share must lie in [0, 1], got {config.edge_share}")
         if config.max_rounds < 1 or (config.max_rounds > 1 and not config.select_every):
             raise ConfigError("max_rounds must be >= 1; more than one round needs select_every to judge a round by")
+
+
+_COUNTS = ("train/vetoes", "train/constraint_violations")
+"""Metrics that count events: summed over ranks (the others are averaged)."""
+RANK_SEED_STRIDE = 10_000_019
+"""Offset between ranks' env reset seeds (a run resets far fewer envs than this: ranks never share a seed)."""
+
+
+def _rank_seed(seed: list[int], rank: int) -> list[int]:
+    """A generator seed distinct per rank; rank 0's is the single-process one (results stay bit-identical)."""
+    return seed if rank == 0 else [*seed, rank]
 
 
 def _mlp(in_dim: int, hidden: list[int]) -> nn.Sequential:
@@ -293,14 +325,15 @@ def _placement(scenario: Any) -> Any:
 class _Runner:
     """Steps the envs with the guarded behaviour distribution and records a rollout."""
 
-    def __init__(self, spec: Any, init: PolicyBundle, config: PPOConfig, rng: np.random.Generator) -> None:
+    def __init__(self, spec: Any, init: PolicyBundle, config: PPOConfig, rng: np.random.Generator,
+                 rank: int = 0) -> None:
         self.config = config
         self.rng = rng
         self.reward_spec = init.reward_spec if init.reward_spec.ref != "env" else None
         self.costs, scenarios, constraints = _constraint_costs(config.constraint_suite, init, config.constraint_margin)
         self.edges = [region for c in constraints if c.type == "observation_bound"
                       for region in _edge_region(c, config.constraint_margin)] if config.edge_share else []
-        self.edge_rng = np.random.default_rng([config.seed, 0xED6E])
+        self.edge_rng = np.random.default_rng(_rank_seed([config.seed, 0xED6E], rank))
         self.spec, self.scenarios = spec, scenarios
         self.n_scenario = round(config.n_envs * config.scenario_share) if scenarios else 0
         # env i < n_scenario runs scenario i first, then every n_scenario-th next one after each episode
@@ -309,8 +342,8 @@ class _Runner:
                                           for i in range(config.n_envs)]
         self.layout = [self._slot(k) for k in self.current]
         self.envs = [env_spec.make() for env_spec, _, _ in self.layout]
-        self.noise_rng = np.random.default_rng([config.seed, 0x0B5])
-        self.next_seed = config.seed * 100_003
+        self.noise_rng = np.random.default_rng(_rank_seed([config.seed, 0x0B5], rank))
+        self.next_seed = config.seed * 100_003 + rank * RANK_SEED_STRIDE
         self.obs = np.stack([self._reset(i)[0] for i in range(len(self.envs))]).astype(np.float32)
         self.masks = np.ones((config.n_envs, init.policy.n_actions), dtype=bool)
         self.episode_returns = np.zeros(config.n_envs)
@@ -452,7 +485,8 @@ def _ppo_update(policy: Any, critic: nn.Module, opt: torch.optim.Optimizer, para
                 batch: dict[str, torch.Tensor], cfg: PPOConfig, rng: np.random.Generator) -> dict[str, float]:
     n = len(batch["action"])
     adv = batch["adv"]
-    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    mean, std = distributed.global_mean_std(adv)
+    adv = (adv - mean) / (std + 1e-8)
     stats: dict[str, float] = {}
     for _ in range(cfg.update_epochs):
         order = torch.from_numpy(rng.permutation(n))
@@ -469,6 +503,7 @@ def _ppo_update(policy: Any, critic: nn.Module, opt: torch.optim.Optimizer, para
             loss = pg + cfg.vf_coef * vf - cfg.ent_coef * entropy
             opt.zero_grad()
             loss.backward()
+            distributed.average_gradients(params)
             nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             opt.step()
             with torch.no_grad():

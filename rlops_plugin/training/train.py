@@ -6,11 +6,17 @@ old and new policy on the same episode seeds, and logs one MLflow run (params ``
 metrics ``train/...`` with steps and ``eval/...``, the dataset as a run input) whose model is
 logged with ``rlops.parent_version``, the dataset digest and the trainer in its lineage.
 Registration and its audit event are the lifecycle's (:func:`rlops_plugin.lifecycle.train`).
+
+Under torchrun every rank trains (:mod:`rlops_plugin.training.distributed`); after a barrier that every rank must
+reach, rank 0 alone evaluates and logs the run (with ``distributed.*`` params), and the other ranks return an
+outcome with their ``rank`` and nothing recorded.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -29,9 +35,14 @@ from rlops_plugin.flavor.lineage import TAG_CALIBRATION, calibration_label
 from rlops_plugin.flavor.model import LoadedModel, as_loaded
 from rlops_plugin.kinds.base import kind_of
 from rlops_plugin.simulation.stats import paired_difference
+from rlops_plugin.training import distributed
 from rlops_plugin.training.base import Progress, config_to_dict, make_config
 
 DEFAULT_EXPERIMENT = EXPERIMENT
+TRAINJOB_ENV = "RLOPS_TRAINJOB_NAME"
+"""Environment variable naming the Kubeflow TrainJob a run belongs to (recorded as tag ``rlops.trainjob``)."""
+TAG_TRAINJOB = "rlops.trainjob"
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
 
 
 @dataclass
@@ -45,6 +56,8 @@ class TrainOutcome:
     registered_name: str | None = None
     version: str | None = None
     dataset_digest: str | None = None
+    rank: int = 0
+    """The process's rank under torchrun: only rank 0's outcome is evaluated, recorded and registered."""
 
 
 def check_compatible(bundle: PolicyBundle, data: Dataset, allow_mismatch: bool) -> list[str]:
@@ -79,8 +92,12 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
           eval_episodes: int = EVAL_EPISODES, eval_seed: int = TRAIN_EVAL_SEED, log_to_mlflow: bool = True,
           experiment: str | None = DEFAULT_EXPERIMENT, run_name: str | None = None,
           progress: Progress | None = None, calibration: dict[str, Any] | None = None,
-          env_spec: Any = None) -> TrainOutcome:
+          env_spec: Any = None, tags: dict[str, str] | None = None) -> TrainOutcome:
     """Train ``trainer`` from ``init`` and record the update (see the module docstring).
+
+    ``dataset`` is a local directory or an MLflow artifact URI (``runs:/``, ``models:/``, ``mlflow-artifacts:/``,
+    ``s3://``, ...; downloaded first: a pod on a cluster cannot see a local path). ``tags`` are added to the run's
+    tags (e.g. ``{"mlflow.parentRunId": ...}`` makes it a child run of a tuning study).
 
     ``calibration`` (a :class:`~rlops_plugin.simulation.calibration.Calibration`'s dict) says which
     fitted physics the simulator trained on; it goes into the lineage, the run and the audit event.
@@ -98,8 +115,12 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
         base = PolicyBundle(base.policy, env_spec, base.reward_spec, dict(base.lineage))
     seeds = list(range(eval_seed, eval_seed + eval_episodes))
     kind = kind_of(base)
-    before = kind.rollout(base.policy, base.env_spec, seeds, reward_spec=base.reward_spec) if eval_episodes else None
-    result = trainer_cls().train(base, data, cfg, progress)
+    dist = distributed.init()
+    main = dist.rank == 0
+    before = kind.rollout(base.policy, base.env_spec, seeds, reward_spec=base.reward_spec) \
+        if eval_episodes and main else None
+    result = trainer_cls().train(base, data, cfg, progress if main else None)
+    distributed.barrier()  # every rank finished training: only then is anything recorded
     child = base.with_policy(result.policy, **_lineage(loaded, trainer, cfg, data, calibration))
     metrics = dict(result.metrics)
     if before is not None:
@@ -107,10 +128,30 @@ def train(trainer: str, init: str | LoadedModel | PolicyBundle, dataset: str | P
         metrics.update(_eval_metrics(before, after))
     for reason, count in dropped.items():
         metrics[f"data/excluded_{reason}"] = float(count)
-    outcome = TrainOutcome(child, metrics, dataset_digest=child.lineage.get("dataset_digest"))
-    if log_to_mlflow:
-        _record(outcome, trainer, cfg, loaded, data, source, result.history, mismatch, experiment, run_name)
+    outcome = TrainOutcome(child, metrics, dataset_digest=child.lineage.get("dataset_digest"), rank=dist.rank)
+    if log_to_mlflow and main:
+        _record(outcome, trainer, cfg, loaded, data, source, result.history, mismatch, experiment, run_name,
+                extra_tags=tags, dist=dist)
     return outcome
+
+
+def is_artifact_uri(dataset: str | Path) -> bool:
+    """``dataset`` names an artifact by URI (``scheme:/...``) rather than a local path."""
+    return isinstance(dataset, str) and bool(_URI.match(dataset)) and not Path(dataset).exists()
+
+
+def fetch_dataset(uri: str) -> Path:
+    """Download a dataset directory named by an MLflow artifact URI into a fresh temporary directory."""
+    import tempfile
+
+    import mlflow
+
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri,
+                                                    dst_path=tempfile.mkdtemp(prefix="rlops-dataset-"))
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds (MlflowException, OSError, botocore's)
+        raise DatasetError(f"cannot download the dataset {uri}: {type(exc).__name__}: {exc}") from exc
+    return Path(local)
 
 
 def _lineage(loaded: LoadedModel, trainer: str, cfg: Any, data: Dataset | None,
@@ -145,7 +186,10 @@ def _load_data(kind: str, dataset: str | Path | Dataset | None, bundle: PolicyBu
     if dataset is None:
         raise ConfigError(f"this trainer needs a {kind} dataset (rlops dataset build ...)")
     source = None
-    if not isinstance(dataset, Dataset):
+    if not isinstance(dataset, Dataset) and is_artifact_uri(dataset):
+        source = str(dataset)
+        dataset = Dataset.load(fetch_dataset(source))
+    elif not isinstance(dataset, Dataset):
         source = str(Path(dataset).resolve())
         dataset = Dataset.load(dataset)
     if dataset.kind != kind:
@@ -172,7 +216,8 @@ def _eval_metrics(before: Any, after: Any) -> dict[str, float]:
 
 def _record(outcome: TrainOutcome, trainer: str, cfg: Any, loaded: LoadedModel, data: Dataset | None,
             source: str | None, history: list[tuple[int, dict[str, float]]], mismatch: list[str],
-            experiment: str | None, run_name: str | None) -> None:
+            experiment: str | None, run_name: str | None, extra_tags: dict[str, str] | None = None,
+            dist: distributed.DistEnv | None = None) -> None:
     import mlflow
     from mlflow.entities import Metric
 
@@ -188,10 +233,14 @@ def _record(outcome: TrainOutcome, trainer: str, cfg: Any, loaded: LoadedModel, 
     calibration = outcome.bundle.lineage.get("calibration")
     if calibration:
         tags[TAG_CALIBRATION] = calibration_label(calibration)
+    if os.environ.get(TRAINJOB_ENV):
+        tags[TAG_TRAINJOB] = os.environ[TRAINJOB_ENV]
+    tags.update(extra_tags or {})  # the caller's tags (a tuning trial's parent run, ...) win
     with mlflow.start_run(run_name=run_name or f"{trainer} from {parent}", tags=tags) as run:
         params = {f"trainer.{k}": json.dumps(v) if isinstance(v, (list, dict)) else v
                   for k, v in config_to_dict(cfg).items()}
         params["init_model_uri"] = loaded.model_uri
+        params.update((dist or distributed.env()).params())
         if data is not None:
             params["dataset_digest"] = data.digest
             params["dataset_rows"] = len(data)
