@@ -284,21 +284,63 @@ def calibrate_cmd(dataset_dir: str, bundle_uri: str, recent: int | None, params:
 @main.command("train")
 @click.option("--trainer", required=True, help="Registered trainer (rlops trainers lists them).")
 @click.option("--init", "init_uri", required=True, help="Warm start, e.g. models:/NAME@champion.")
-@click.option("--dataset", "dataset_dir", default=None, type=click.Path(exists=True, file_okay=False),
-              help="Dataset directory (not for simulator trainers).")
+@click.option("--dataset", "dataset_dir", default=None,
+              help="Dataset directory or MLflow artifact URI (runs:/..., models:/..., mlflow-artifacts:/..., "
+                   "s3://...); not for simulator trainers.")
 @click.option("--set", "settings", multiple=True, type=KeyValue(), help="Trainer config values.")
 @click.option("--register", "register_as", default=None, help="Register the result under this model name.")
 @click.option("--allow-mismatch", is_flag=True, help="Train on data built under another env or reward hash.")
 @click.option("--eval-episodes", type=int, default=EVAL_EPISODES, show_default=True)
 @click.option("--experiment", default=EXPERIMENT, show_default=True)
-def train_cmd(trainer: str, init_uri: str, dataset_dir: str | None, settings: tuple[tuple[str, str], ...],
-              register_as: str | None, allow_mismatch: bool, eval_episodes: int, experiment: str) -> None:
-    """Update a policy from the deployed checkpoint and register it with its lineage."""
+@click.option("--nproc", type=click.IntRange(min=1), default=None,
+              help="Train data-parallel in this many processes on this machine (re-runs this command under "
+                   "torchrun; rank 0 logs and registers).")
+@click.pass_context
+def train_cmd(ctx: click.Context, trainer: str, init_uri: str, dataset_dir: str | None,
+              settings: tuple[tuple[str, str], ...], register_as: str | None, allow_mismatch: bool,
+              eval_episodes: int, experiment: str, nproc: int | None) -> None:
+    """Update a policy from the deployed checkpoint and register it with its lineage.
+
+    The last stdout line is ``metrics: name=value ...`` (every final finite metric; Katib's StdOut collector reads
+    it). Under torchrun (``torchrun -m rlops_plugin.cli train ...``, or ``--nproc N``) only rank 0 prints.
+    """
+    from rlops_plugin.training import distributed
+    from rlops_plugin.training.train import is_artifact_uri
+
+    if dataset_dir is not None and not is_artifact_uri(dataset_dir) and not Path(dataset_dir).is_dir():
+        raise click.BadParameter(f"{dataset_dir!r} is neither a directory nor an artifact URI", param_hint="--dataset")
+    if nproc is not None:
+        distributed.launch("rlops_plugin.cli", ["train", *_forwarded_args(ctx, drop={"nproc"})], nproc)
+        return
+    distributed.recorded(_train)(trainer, init_uri, dataset_dir, dict(settings), register_as, allow_mismatch,
+                                 eval_episodes, experiment, distributed.is_main())
+
+
+def _forwarded_args(ctx: click.Context, drop: set[str]) -> list[str]:
+    """The command's options as given (defaults included), except ``drop``: what a re-run of it receives."""
+    out: list[str] = []
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name in drop:
+            continue
+        value = ctx.params[param.name]
+        flag = param.opts[0]
+        if param.is_flag:
+            out += [flag] if value else []
+        elif param.multiple:
+            for item in value:
+                out += [flag, "=".join(map(str, item)) if isinstance(item, tuple) else str(item)]
+        elif value is not None:
+            out += [flag, str(value)]
+    return out
+
+
+def _train(trainer: str, init_uri: str, dataset_dir: str | None, config: dict[str, Any], register_as: str | None,
+           allow_mismatch: bool, eval_episodes: int, experiment: str, main: bool) -> None:
+    """The body of ``rlops train`` in one process (rank 0 prints; other ranks train quietly)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from rlops_plugin.lifecycle import train
 
-    config = dict(settings)
     if trainer == "reward_model":
         from rlops_plugin.lifecycle import train_reward_model
 
@@ -309,6 +351,11 @@ def train_cmd(trainer: str, init_uri: str, dataset_dir: str | None, settings: tu
         agreement = {k: round(v, 3) for k, v in result.metrics.items() if k.startswith("eval/")}
         where = f"registered {register_as} version {version} ({uri})" if version else str(result.directory)
         click.echo(f"reward model: held-out agreement {json.dumps(agreement)}; {where}")
+        click.echo(_metrics_line(result.metrics))
+        return
+    if not main:
+        train(trainer, init_uri, dataset_dir, config, register_as=register_as, allow_mismatch=allow_mismatch,
+              eval_episodes=eval_episodes, experiment=experiment)
         return
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn()) as bar:
@@ -328,6 +375,16 @@ def train_cmd(trainer: str, init_uri: str, dataset_dir: str | None, settings: tu
                    f"{m['eval/return_delta_ci_high']:+.1f}) over {eval_episodes} paired episodes")
     where = f"registered {outcome.registered_name} version {outcome.version}" if outcome.version else outcome.model_uri
     click.echo(f"{where}; run {outcome.run_id}; bundle {outcome.bundle.bundle_sha[:12]}")
+    click.echo(_metrics_line(m))
+
+
+def _metrics_line(metrics: dict[str, Any]) -> str:
+    """``metrics: name=value ...`` of every finite numeric metric (the line Katib's StdOut collector parses)."""
+    import math
+
+    pairs = [f"{k}={float(v):.10g}" for k, v in metrics.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    return "metrics: " + " ".join(pairs)
 
 
 @main.command("evaluate")
@@ -539,21 +596,25 @@ def report_post_market(name: str, since: float, until: float | None, store: str 
 
 @main.group()
 def manifests() -> None:
-    """Kubernetes manifests (KServe ServingRuntime, InferenceService, collector, RBAC)."""
+    """Kubernetes manifests (KServe ServingRuntime, InferenceService, collector, RBAC, TrainJob template)."""
 
 
 @manifests.command("generate")
 @click.option("--out", default="manifests/kserve", show_default=True, type=click.Path(file_okay=False))
+@click.option("--trainer-out", default="manifests/trainer", show_default=True, type=click.Path(file_okay=False),
+              help="Folder of the Kubeflow Trainer TrainJob template.")
 @click.option("--namespace", default="rlops", show_default=True)
 @click.option("--image", default=None, help="Container image (default rlops-plugin:<version>).")
-def manifests_generate(out: str, namespace: str, image: str | None) -> None:
-    """Write validated manifests for a cluster deployment."""
+def manifests_generate(out: str, trainer_out: str, namespace: str, image: str | None) -> None:
+    """Write validated manifests for a cluster deployment (KServe, collector, RBAC; the TrainJob template)."""
     import yaml
 
     from rlops_plugin.deploy.manifests import DEFAULT_IMAGE, write_manifests
+    from rlops_plugin.deploy.trainjob import write_trainer_manifests
     from rlops_plugin.deploy.validation import validate_manifest
 
-    for path in write_manifests(out, namespace, image or DEFAULT_IMAGE):
+    for path in [*write_manifests(out, namespace, image or DEFAULT_IMAGE),
+                 *write_trainer_manifests(trainer_out, namespace, image or DEFAULT_IMAGE)]:
         for doc in yaml.safe_load_all(path.read_text()):
             validate_manifest(doc)
         click.echo(f"wrote {path}")
