@@ -11,7 +11,8 @@
   agent runtime, its store and trace settings, and no logger: the agent server commits every
   interaction to the store itself before it answers, and the collector rebuilds only v1 decisions.
 * The feedback collector ``Deployment`` + ``Service`` (``rlops collect``).
-* RBAC for the pipeline's service account: manage InferenceServices in its namespace.
+* RBAC for the pipeline's service account: manage InferenceServices in its namespace, and run Kubeflow
+  Trainer ``TrainJob``s (the ``train_distributed`` step; the TrainJob itself is ``deploy/trainjob.py``).
 
 ``write_manifests`` renders them into ``manifests/kserve`` (generated files; a test keeps them fresh).
 """
@@ -240,7 +241,7 @@ def collector_url(namespace: str) -> str:
 
 
 def pipeline_rbac(namespace: str) -> list[dict[str, Any]]:
-    """ServiceAccount, Role and RoleBinding letting the pipeline manage InferenceServices."""
+    """ServiceAccount, Role and RoleBinding letting the pipeline manage InferenceServices and TrainJobs."""
     from kubernetes.client import (
         RbacV1Subject,
         V1ObjectMeta,
@@ -262,6 +263,8 @@ def pipeline_rbac(namespace: str) -> list[dict[str, Any]]:
                                    verbs=["get"]),
                       V1PolicyRule(api_groups=[""], resources=["pods", "pods/log", "services"],
                                    verbs=["get", "list", "watch"]),
+                  V1PolicyRule(api_groups=["trainer.kubeflow.org"], resources=["trainjobs"],  # train_distributed
+                               verbs=["get", "list", "watch", "create", "delete"]),
                   ])
     binding = V1RoleBinding(api_version="rbac.authorization.k8s.io/v1", kind="RoleBinding",
                             metadata=V1ObjectMeta(name="rlops-deployer", **meta),

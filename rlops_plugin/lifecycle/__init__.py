@@ -15,6 +15,8 @@ from rlops_plugin.lifecycle.monitor import monitor
 from rlops_plugin.lifecycle.postmarket import post_market_report
 from rlops_plugin.lifecycle.register import register
 from rlops_plugin.lifecycle.train import train, train_reward_model
+from rlops_plugin.lifecycle.train_cluster import train_distributed
 
 __all__ = ["approve", "build_dataset", "calibrate", "crown", "deploy", "evaluate", "gate", "monitor",
-           "post_market_report", "promote", "record_cycle", "register", "rollback", "train", "train_reward_model"]
+           "post_market_report", "promote", "record_cycle", "register", "rollback", "train", "train_distributed",
+           "train_reward_model"]

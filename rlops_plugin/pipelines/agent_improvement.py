@@ -19,6 +19,7 @@ from components.gate_policy.component import gate_policy
 from components.monitor_policy.component import monitor_policy
 from components.record_cycle.component import record_cycle
 from components.register_policy.component import register_policy
+from components.train_distributed.component import train_distributed
 from components.train_policy.component import train_policy
 from rlops_plugin.defaults import JOIN_WINDOW_S, MONITOR_REFERENCE, MONITOR_WINDOW
 from rlops_plugin.pipelines.monitor_and_improve import _triggered
@@ -51,6 +52,9 @@ def agent_cycle(
     deployment: str = "",
     target: str = "rlops-local",
     promotion_json: str = "",
+    num_nodes: int = 1,
+    nproc_per_node: int = 1,
+    trainjob_json: str = "",
 ) -> None:
     """The cycle itself, without the monitor (``agent_improvement``'s parameters)."""
     champion = f"models:/{model_name}@champion"
@@ -58,16 +62,26 @@ def agent_cycle(
         data = build_dataset(store=store, bundle_uri=champion, served_model=served_model, kind="preferences",
                              window_s=join_window_s, judge=judge, judge_min_agreement=judge_min_agreement,
                              tracking_uri=tracking_uri)
-        trained = train_policy(trainer=trainer, init_uri=champion, dataset=data.outputs["dataset"],
-                               config_json=trainer_config_json, lora=lora, env_json=env_json,
-                               eval_episodes=eval_episodes, tracking_uri=tracking_uri)
-        evaluate_policy(model_uri=trained.outputs["model_uri"], episodes=eval_episodes, scenarios_json=redteam_json,
+        distributed = {"trainer": trainer, "init_uri": champion, "dataset": data.outputs["dataset"],
+                       "config_json": trainer_config_json, "lora": lora, "env_json": env_json,
+                       "num_nodes": num_nodes, "nproc_per_node": nproc_per_node, "trainjob_json": trainjob_json,
+                       "eval_episodes": eval_episodes, "tracking_uri": tracking_uri}
+        with dsl.If(num_nodes > 1, name="multi-node"):
+            nodes = train_distributed(**distributed)
+        with dsl.Elif(nproc_per_node > 1, name="multi-process"):
+            procs = train_distributed(**distributed)
+        with dsl.Else(name="in-process"):
+            local = train_policy(trainer=trainer, init_uri=champion, dataset=data.outputs["dataset"],
+                                 config_json=trainer_config_json, lora=lora, env_json=env_json,
+                                 eval_episodes=eval_episodes, tracking_uri=tracking_uri)
+        model_uri = dsl.OneOf(nodes.outputs["model_uri"], procs.outputs["model_uri"], local.outputs["model_uri"])
+        evaluate_policy(model_uri=model_uri, episodes=eval_episodes, scenarios_json=redteam_json,
                         tracking_uri=tracking_uri)
-        verdict = gate_policy(candidate_uri=trained.outputs["model_uri"], champion_uri=champion,
+        verdict = gate_policy(candidate_uri=model_uri, champion_uri=champion,
                               policy_json=gate_policy_json, scenarios_json=redteam_json, ope_store=ope_store,
                               ope_model=served_model, tracking_uri=tracking_uri)
         with dsl.If(verdict.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - kfp condition syntax
-            registered = register_policy(model_uri=trained.outputs["model_uri"], name=model_name,
+            registered = register_policy(model_uri=model_uri, name=model_name,
                                          gate_result=verdict.outputs["result"], tracking_uri=tracking_uri)
             with dsl.If(deployment != "", name="has-deployment"):
                 deploy_policy(name=model_name, deployment=deployment, store=store, target=target,
@@ -101,6 +115,9 @@ def agent_improvement(
     deployment: str = "",
     target: str = "rlops-local",
     promotion_json: str = "",
+    num_nodes: int = 1,
+    nproc_per_node: int = 1,
+    trainjob_json: str = "",
 ) -> None:
     """One cycle for the agent ``model_name`` (the champion is ``models:/<model_name>@champion``).
 
@@ -116,13 +133,16 @@ def agent_improvement(
     reports and the gate requires (e.g. ``["triage-redteam"]``). ``ope_store``: adds the gate's off-policy
     check on the champion's rated answers in that store. ``deployment`` empty: register the challenger
     and stop; else shadow, canary and promote or roll back on ``target`` with ``promotion_json``.
+    ``num_nodes`` or ``nproc_per_node`` > 1 trains in a Kubeflow Trainer TrainJob (``train_distributed``;
+    ``trainjob_json``: namespace, runtime, image, resources, env, timeout_s; ``env_json`` is then refused).
     """
     cycle = {"model_name": model_name, "store": store, "tracking_uri": tracking_uri, "served_model": served_model,
              "judge": judge, "judge_min_agreement": judge_min_agreement, "join_window_s": join_window_s,
              "trainer": trainer, "trainer_config_json": trainer_config_json, "lora": lora, "env_json": env_json,
              "eval_episodes": eval_episodes, "redteam_json": redteam_json, "ope_store": ope_store,
              "gate_policy_json": gate_policy_json, "deployment": deployment, "target": target,
-             "promotion_json": promotion_json}
+             "promotion_json": promotion_json, "num_nodes": num_nodes, "nproc_per_node": nproc_per_node,
+             "trainjob_json": trainjob_json}
     with dsl.If(monitor == True, name="monitored"):  # noqa: E712 - kfp condition syntax
         watch = monitor_policy(model=f"{model_name}@champion", store=store, reference=reference, window=window,
                                triggers_json=triggers_json, tracking_uri=tracking_uri)

@@ -250,3 +250,50 @@ def monitor_policy(model: str, store: str, reference: str = MONITOR_REFERENCE, w
     return {"triggered": outcome.triggered, "windows": len(outcome.summaries), "run_id": outcome.run_id or "",
             "events": [e.to_dict() for e in outcome.events], "last_window": last,
             "report_dir": str(outcome.report_dir) if outcome.report_dir else ""}
+
+
+TRAINJOB_KEYS = {"namespace", "runtime", "image", "resources", "env", "timeout_s", "poll_s", "active_deadline_s"}
+"""What ``trainjob_json`` may set for :func:`train_distributed` (``rlops_plugin.lifecycle.train_distributed``)."""
+
+
+def train_distributed(trainer: str, init_uri: str, dataset_dir: str = "", config_json: str = "",
+                      num_nodes: int = 1, nproc_per_node: int = 1, trainjob_json: str = "",
+                      eval_episodes: int = EVAL_EPISODES, experiment: str = EXPERIMENT, tracking_uri: str = "",
+                      finetune_steps: int = 0, calibration_json: str = "", lora: bool = False,
+                      env_json: str = "") -> dict[str, Any]:
+    """Train in a Kubeflow Trainer TrainJob (``num_nodes`` x ``nproc_per_node`` torchrun workers); log to MLflow.
+
+    The dataset folder is logged to MLflow first and the job reads it from there. ``trainjob_json`` sets the
+    namespace (default: this pod's), runtime, image (default: ``RLOPS_COMPONENT_IMAGE``, else the rlops image of
+    this version), per-node ``resources``,
+    extra ``env``, ``timeout_s``, ``poll_s`` and ``active_deadline_s``. The job does not register: the gate
+    decides that later, as after :func:`train_policy`. The simulator fine-tuning, calibration and ``env_json``
+    of :func:`train_policy` are not part of ``rlops train`` and are refused here rather than ignored.
+    """
+    from rlops_plugin.lifecycle import train_distributed as train
+    from rlops_plugin.pipelines.images import component_image
+
+    if finetune_steps or calibration_json or env_json:
+        raise ConfigError("train_distributed: finetune_steps, calibration_json and env_json are in-process only "
+                          "(num_nodes=1, nproc_per_node=1)")
+    options = _json(trainjob_json, "trainjob_json")
+    unknown = set(options) - TRAINJOB_KEYS
+    if unknown:
+        raise ConfigError(f"trainjob_json: unknown keys {sorted(unknown)}; known: {sorted(TRAINJOB_KEYS)}")
+    _use_tracking(tracking_uri)
+    config = _json(config_json, "config_json")
+    if lora:
+        config["lora"] = True
+    options.setdefault("namespace", _pod_namespace())
+    options.setdefault("image", component_image())  # RLOPS_COMPONENT_IMAGE in the pod, else rlops-plugin:<version>
+    result = train(trainer, init_uri, dataset_dir or None, config, num_nodes=num_nodes,
+                   nproc_per_node=nproc_per_node, eval_episodes=eval_episodes, experiment=experiment,
+                   simulator_ignores_dataset=True, **options)
+    return {"model_uri": result.model_uri, "run_id": result.run_id, "job_name": result.job_name,
+            "dataset_uri": result.dataset_uri or "", "metrics": result.metrics}
+
+
+def _pod_namespace() -> str:
+    """The namespace this pod runs in (its service account's), else ``default`` (outside a cluster)."""
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return path.read_text().strip() if path.is_file() else "default"

@@ -49,3 +49,33 @@ def test_pipelines_load(name):
     spec = kfp.components.load_component_from_file(str(COMPILED / f"{name}.yaml"))
     assert spec.name == "rlops-" + name.replace("_", "-")
     assert {"model_name", "store", "deployment"} <= set(spec.component_spec.inputs)
+
+
+@pytest.mark.parametrize("name", ["continuous_improvement", "agent_improvement"])
+def test_more_than_one_process_trains_in_a_trainjob_inside_the_exit_handler(name):
+    """num_nodes/nproc_per_node default to 1/1 (the in-process train_policy); > 1 picks train_distributed, and
+    the branches sit inside the exit handler, so a failed TrainJob is recorded as a failed cycle."""
+    import yaml
+
+    spec = yaml.safe_load((COMPILED / f"{name}.yaml").read_text())
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["num_nodes"]["defaultValue"] == 1 and params["nproc_per_node"]["defaultValue"] == 1
+    assert params["trainjob_json"]["defaultValue"] == ""
+    dags = {n: c["dag"]["tasks"] for n, c in spec["components"].items() if "dag" in c}
+
+    def trained_in(component):
+        return {t["componentRef"]["name"].removeprefix("comp-").rstrip("-0123456789")
+                for t in dags[component].values()}
+
+    branches = [n for n, tasks in dags.items()
+                if any("num_nodes" in (t.get("triggerPolicy") or {}).get("condition", "") for t in tasks.values())]
+    assert len(branches) == (2 if name == "agent_improvement" else 1)  # the agent cycle: monitored or not
+    for branch in branches:
+        conditions = {t["componentRef"]["name"]: t["triggerPolicy"]["condition"] for t in dags[branch].values()}
+        by_branch = {trained_in(c).pop(): cond for c, cond in conditions.items()}
+        assert len(conditions) == 3 and set(by_branch) == {"train-distributed", "train-policy"}
+        assert by_branch["train-policy"] == ("!(int(inputs.parameter_values['pipelinechannel--num_nodes']) > 1) && "
+                                             "!(int(inputs.parameter_values['pipelinechannel--nproc_per_node']) > 1)")
+        parent = next(n for n, tasks in dags.items()
+                      if any(t["componentRef"]["name"] == branch for t in tasks.values()))
+        assert parent.startswith("comp-exit-handler")
