@@ -5,7 +5,8 @@ per-invocation choice on top (log it, write it to a file, start a pipeline). The
 ``rlops_register_trigger_actions`` hook like a third-party plugin's: ``action(event, arg=None,
 **settings)`` where ``arg`` is the text after the first colon (or ``None``) and ``settings`` the
 action's own keyword settings (``ActionSpec.settings``); its result is stored on the event under
-the action spec.
+the action spec. ``submit-pipeline`` is a dispatch action (``dispatch_action``): it runs before the
+trigger's audit event is written, so the event records the KFP run it started, or why it could not.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from rlops_plugin.hookspecs import Register, hookimpl
 from rlops_plugin.monitoring.config import MonitorConfigError
+from rlops_plugin.monitoring.triggers import dispatch_action
 
 logger = logging.getLogger("rlops.monitoring.triggers")
 
@@ -48,6 +50,15 @@ def run_pipeline(event: Any, arg: str | None = None) -> dict[str, Any]:
     return trigger_action(event, arg)
 
 
+@dispatch_action
+def submit_pipeline(event: Any, arg: str | None = None) -> dict[str, Any]:
+    """Submit one pipeline run to Kubeflow Pipelines (``kfp.Client``) with the parameters and host in ``arg``;
+    returns the run id and URL."""
+    from rlops_plugin.pipelines.submit import trigger_action  # kfp: imported only when a trigger fires
+
+    return trigger_action(event, arg)
+
+
 @hookimpl
 def rlops_register_trigger_actions(register: Register) -> None:
     """Register the built-in actions; each declares the settings it accepts, so unknown keys are refused."""
@@ -59,3 +70,9 @@ def rlops_register_trigger_actions(register: Register) -> None:
     register("run-pipeline", run_pipeline, settings=(),
              description="run one continuous-improvement cycle locally (kfp.local); run-pipeline:PARAMS.json "
                          "gives its parameters (store, deployment, trainer, ...)")
+    register("submit-pipeline", submit_pipeline, settings=(),
+             needs_arg="a parameters file: --on-trigger submit-pipeline:PARAMS.json",
+             description="submit one run of a pipeline to Kubeflow Pipelines (kfp.Client); "
+                         "submit-pipeline:PARAMS.json gives its parameters and host, namespace, experiment, "
+                         "pipeline, token_env/token_file (or KFP_HOST, KFP_NAMESPACE, KFP_TOKEN, ...); the "
+                         "trigger's audit event records the run id and URL")

@@ -56,8 +56,13 @@ REFERENCE_HELP = ("rollouts[:N] (the policy's rollouts in its EnvSpec simulator,
               metavar="RULE", help="drift:SIGNAL:K, reward-below:THRESHOLD[:CONFIDENCE[:reward|return]], "
                                    "schedule:DURATION (repeatable).")
 @click.option("--on-trigger", "actions", multiple=True, metavar="ACTION[:ARG]",
-              help="Trigger action, after the rlops_on_trigger hooks: log, jsonl:PATH, run-pipeline:PARAMS.json "
-                   "(repeatable).")
+              help="Trigger action, after the rlops_on_trigger hooks (dispatch actions such as submit-pipeline: "
+                   "before them and before the audit event): log, jsonl:PATH, run-pipeline:PARAMS.json "
+                   "(one local cycle, kfp.local), submit-pipeline:PARAMS.json (one run on Kubeflow Pipelines; "
+                   "PARAMS.json: the pipeline's parameters plus host, namespace, experiment, pipeline, run_name, "
+                   "pipeline_root, service_account, token_env, token_file, ui_host, timeout_s; env KFP_HOST, "
+                   "KFP_NAMESPACE, KFP_EXPERIMENT, KFP_TOKEN, KF_PIPELINES_SA_TOKEN_PATH; the run id goes in "
+                   "the trigger's audit event) (repeatable).")
 @click.option("--max-triggers", type=int, default=None,
               help="Deliver at most this many trigger events in this session (1: one retraining per session).")
 @click.option("--reports", type=click.Choice([mode.value for mode in ReportMode]), default=ReportMode.DRIFT.value,

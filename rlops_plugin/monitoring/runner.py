@@ -144,7 +144,8 @@ class MonitoringRun:
         self.client.log_dict(self._require(), event.to_dict(), f"triggers/{event.window:06d}-{name}.json")
 
     def audit_trigger(self, event: Any) -> None:
-        """A ``trigger`` event in the model's audit trail (before the trigger's actions run), linking this run."""
+        """A ``trigger`` event in the model's audit trail (before the trigger's actions run, dispatch actions
+        excepted: their results go into the event), linking this run."""
         from rlops_plugin.audit.events import AuditEvent, record_event
 
         if not self.model_name:

@@ -16,12 +16,17 @@ Every event goes to all ``rlops_on_trigger`` hook implementations (results colle
 and then to the trigger actions chosen with ``--on-trigger NAME[:ARG]`` (or :class:`ActionSpec`,
 which also carries the action's own ``settings``). Actions are looked up by name in the registry of
 the ``rlops_register_trigger_actions`` hook (built-ins: ``rlops_plugin.default_plugins.actions``).
+A *dispatch* action (:func:`dispatch_action`: it hands the work to another system, such as a Kubeflow
+Pipelines host, and returns its receipt at once) runs first, before the audit trail records the event,
+so the trigger's audit event carries its receipt (a run id) or its failure; its typed failures
+(``RLOpsError``) are recorded on the event and the monitor goes on.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import logging
 import math
 import re
 import time
@@ -35,7 +40,7 @@ from statistics import NormalDist
 from typing import Any, Protocol
 
 from rlops_plugin import plugins
-from rlops_plugin.errors import PluginError
+from rlops_plugin.errors import PluginError, RLOpsError
 from rlops_plugin.hookspecs import hookimpl
 from rlops_plugin.monitoring.config import (
     DEFAULT_RULES,
@@ -49,6 +54,20 @@ from rlops_plugin.monitoring.results import DRIFT, INSUFFICIENT, WindowSummary
 TRIGGER_ACTIONS_HOOK = "rlops_register_trigger_actions"
 TriggerAction = Callable[..., Any]
 """``action(event, arg=None, **settings) -> result``: see the ``rlops_register_trigger_actions`` hook."""
+DISPATCH_MARK = "rlops_dispatch"
+"""Attribute set on an action by :func:`dispatch_action`."""
+logger = logging.getLogger("rlops.monitoring.triggers")
+
+
+def dispatch_action(action: TriggerAction) -> TriggerAction:
+    """Mark ``action`` as a dispatch: it hands the work to another system and returns its receipt at once.
+
+    A dispatch action runs before the trigger's audit event is written (which then records the receipt)
+    and before the ``rlops_on_trigger`` hooks; an ``RLOpsError`` it raises is recorded on the event as
+    ``{"error": TYPE, "message": ...}`` instead of stopping the monitor.
+    """
+    setattr(action, DISPATCH_MARK, True)
+    return action
 
 
 class RuleKind(StrEnum):
@@ -329,7 +348,30 @@ def resolve_action(spec: str | Mapping[str, Any] | ActionSpec) -> Callable[[Any]
     if needs and not action.arg:
         raise MonitorConfigError(f"the {action.name} action needs {needs}")
     check_settings(f"trigger action {action.name!r}", action.settings, entry.extra.get("settings"))
-    return partial(entry.value, arg=action.arg, **action.settings)
+    bound = partial(entry.value, arg=action.arg, **action.settings)
+    return _Dispatch(bound, str(action)) if getattr(entry.value, DISPATCH_MARK, False) else bound
+
+
+@dataclass(frozen=True)
+class _Dispatch:
+    """A bound dispatch action: its typed failures become the recorded result (and a warning)."""
+
+    action: Callable[[Any], Any]
+    spec: str
+    rlops_dispatch: bool = True
+
+    def __call__(self, event: Any) -> Any:
+        try:
+            return self.action(event)
+        except RLOpsError as exc:
+            logger.warning("trigger action %s failed on %s (window %s): %s: %s", self.spec, event.rule,
+                           event.window, type(exc).__name__, exc)
+            return {"error": type(exc).__name__, "message": str(exc)}
+
+
+def is_dispatch(spec: str | Mapping[str, Any] | ActionSpec) -> bool:
+    """True when the action named by ``spec`` was marked with :func:`dispatch_action`."""
+    return bool(getattr(resolve_action(spec), DISPATCH_MARK, False))
 
 
 def register_trigger_action(name: str, action: TriggerAction, description: str = "") -> None:
@@ -389,7 +431,8 @@ class TriggerEngine:
         self.rules = list(rules)
         self.model = model
         self.on_fire = on_fire
-        """Called with each event before hooks and actions (the audit trail records it there)."""
+        """Called with each event before hooks and actions, dispatch actions excepted (the audit trail
+        records it there, with the dispatch actions' receipts)."""
         self.max_events = max_events
         """Fire at most this many events (one retraining per session, say); later firings are counted."""
         self.suppressed = 0
@@ -410,9 +453,12 @@ class TriggerEngine:
                 continue
             event = TriggerEvent(rule.name, self.model or summary.model, summary.policy_version, summary.index,
                                  evidence)
+            dispatch = [is_dispatch(spec) for spec in self.actions]
+            for spec in (s for s, first in zip(self.actions, dispatch, strict=True) if first):
+                event.actions[action_key(spec)] = resolve_action(spec)(event)
             if self.on_fire is not None:
                 self.on_fire(event)
-            fired.append(deliver(event, self.actions))
+            fired.append(deliver(event, [s for s, first in zip(self.actions, dispatch, strict=True) if not first]))
         summary.triggers.extend(fired)
         self.events.extend(fired)
         return fired
@@ -441,7 +487,8 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-__all__ = ["ANY_SIGNAL", "DEFAULT_RULES", "EVERY_SIGNAL", "ActionSpec", "DriftStreakRule", "RewardBelowRule",
-           "RewardColumn", "RuleKind", "ScheduleRule", "TriggerAction", "TriggerEngine", "TriggerEvent", "TriggerRule",
-           "action_key", "deliver", "parse_duration", "parse_rule", "parse_rules", "register_trigger_action",
-           "resolve_action", "trigger_actions", "unregister_trigger_action"]
+__all__ = ["ANY_SIGNAL", "DEFAULT_RULES", "DISPATCH_MARK", "EVERY_SIGNAL", "ActionSpec", "DriftStreakRule",
+           "RewardBelowRule", "RewardColumn", "RuleKind", "ScheduleRule", "TriggerAction", "TriggerEngine",
+           "TriggerEvent", "TriggerRule", "action_key", "deliver", "dispatch_action", "is_dispatch", "parse_duration",
+           "parse_rule", "parse_rules", "register_trigger_action", "resolve_action", "trigger_actions",
+           "unregister_trigger_action"]
