@@ -104,6 +104,9 @@ def _schema(d: _Dialect) -> list[str]:
             seq {d.serial}, interaction_id TEXT NOT NULL UNIQUE, ts {d.real} NOT NULL, model TEXT NOT NULL,
             session_id TEXT, policy_version TEXT NOT NULL, n INTEGER NOT NULL, record TEXT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS interactions_session ON interactions (session_id)",
+        f"""CREATE TABLE IF NOT EXISTS predict_keys (
+            key TEXT PRIMARY KEY, batch_id TEXT NOT NULL, ts {d.real} NOT NULL)""",
+        *d.append_only("predict_keys"),
         f"""CREATE TABLE IF NOT EXISTS quarantine (
             seq {d.serial}, ts {d.real} NOT NULL, source TEXT NOT NULL, ref TEXT NOT NULL, reason TEXT NOT NULL,
             body {d.blob} NOT NULL, UNIQUE (source, ref))""",
@@ -196,6 +199,17 @@ class ExperienceStore:
             return
         await asyncio.wrap_future(self._writer.submit("decisions", [batch]))
 
+    async def log_decisions_keyed_async(self, batch: DecisionBatch, key: str) -> str:
+        """Append ``batch`` under idempotency ``key`` unless the key was used: the id of the batch that holds it.
+
+        The key and the batch commit in one transaction, so a retried request (same key) finds the first
+        attempt's batch and logs nothing new, even when both attempts race.
+        """
+        job = [(batch, key)]
+        if self.inline_commits:
+            return self._locked_write([WriteJob("decisions_keyed", job)])[0][0]
+        return (await asyncio.wrap_future(self._writer.submit("decisions_keyed", job)))[0]
+
     def log_interactions(self, records: Sequence[InteractionRecord], timeout: float = 60.0) -> None:
         """Append agent interactions; returns once they are committed."""
         self._writer.submit("interactions", list(records)).result(timeout)
@@ -212,7 +226,8 @@ class ExperienceStore:
         self._writer.submit("decisions_if_absent", [batch]).result(timeout)
 
     def add_feedback(self, events: Sequence[FeedbackEvent], timeout: float = 60.0) -> list[str]:
-        """Append feedback events; returns ``"accepted"`` or ``"duplicate"`` per event, after commit."""
+        """Append feedback events; per event ``"accepted"``, ``"duplicate"`` (the same feedback again) or
+        ``"conflict"`` (its idempotency key already names other feedback, which stands), after commit."""
         return self._writer.submit("feedback", list(events)).result(timeout)
 
     async def add_feedback_async(self, events: Sequence[FeedbackEvent]) -> list[str]:
@@ -254,6 +269,8 @@ class ExperienceStore:
                     results.append([self._insert_feedback(conn, e) for e in job.items])
                 elif job.kind == "logger":
                     results.append([self._insert_logger(conn, e) for e in job.items])
+                elif job.kind == "decisions_keyed":
+                    results.append([self._insert_keyed(conn, b, key) for b, key in job.items])
                 elif job.kind == "quarantine":
                     results.append(["quarantined" if conn.execute(d.q(_INSERT_QUARANTINE), (time.time(), *e)).rowcount
                                     == 1 else "duplicate" for e in job.items])
@@ -265,12 +282,23 @@ class ExperienceStore:
         d = self.dialect
         cur = conn.execute(d.q(_INSERT_FEEDBACK), (
             e.idempotency_key, e.decision_id, e.batch_id, e.index, e.kind, e.value,
-            None if e.action is None else json.dumps(e.action),
-            None if e.payload is None else json.dumps(e.payload), e.event_ts, e.received_ts))
+            _json_or_none(e.action), _json_or_none(e.payload), e.event_ts, e.received_ts))
         if cur.rowcount == 1:
             return "accepted"
+        stored = conn.execute(d.q("SELECT decision_id, kind, value, action, payload FROM feedback "
+                                  "WHERE idempotency_key = ?"), (e.idempotency_key,)).fetchone()
+        if stored is not None and tuple(stored) != (e.decision_id, e.kind, e.value, _json_or_none(e.action),
+                                                    _json_or_none(e.payload)):
+            return "conflict"  # the key names other feedback: the stored one stands, the caller is told
         conn.execute(d.q(_BUMP_COUNTER), ("feedback_duplicates",))
         return "duplicate"
+
+    def _insert_keyed(self, conn: Any, batch: DecisionBatch, key: str) -> str:
+        d = self.dialect
+        if conn.execute(d.q(_INSERT_PREDICT_KEY), (key, batch.batch_id, batch.ts)).rowcount == 1:
+            conn.execute(d.q(_INSERT_BATCH), _batch_row(batch))
+            return batch.batch_id
+        return str(conn.execute(d.q("SELECT batch_id FROM predict_keys WHERE key = ?"), (key,)).fetchone()[0])
 
     def _insert_logger(self, conn: Any, event: tuple[str, str, str, bytes]) -> str:
         cur = conn.execute(self.dialect.q(_INSERT_LOGGER), (event[0], event[1], time.time(), event[2], event[3]))
@@ -456,10 +484,15 @@ _INSERT_INTERACTION = ("INSERT INTO interactions (interaction_id, ts, model, ses
                        "VALUES (?, ?, ?, ?, ?, ?, ?)")
 _INSERT_LOGGER = ("INSERT INTO logger_events (ce_id, ce_type, ts, model, body) VALUES (?, ?, ?, ?, ?) "
                   "ON CONFLICT (ce_id, ce_type) DO NOTHING")
+_INSERT_PREDICT_KEY = "INSERT INTO predict_keys (key, batch_id, ts) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING"
 _INSERT_QUARANTINE = ("INSERT INTO quarantine (ts, source, ref, reason, body) VALUES (?, ?, ?, ?, ?) "
                       "ON CONFLICT (source, ref) DO NOTHING")
 _BUMP_COUNTER = ("INSERT INTO rlops_counters (name, value) VALUES (?, 1) "
                  "ON CONFLICT (name) DO UPDATE SET value = rlops_counters.value + 1")
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
 
 
 def _batch_row(b: DecisionBatch) -> tuple[Any, ...]:

@@ -125,6 +125,13 @@ def install(app: FastAPI, models: dict[str, Any], store: ExperienceStore | None,
 
     app.add_exception_handler(BrokenPolicyError, policy_broken)
 
+    async def key_conflict(_request: Request, exc: RLOpsError) -> Response:
+        return json_response({"error": f"IdempotencyConflict: {exc}"}, status_code=409)
+
+    from rlops_plugin.serving.model import IdempotencyConflict
+
+    app.add_exception_handler(IdempotencyConflict, key_conflict)
+
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         if not request.url.path.startswith("/openai/"):
             return await request_validation_exception_handler(request, exc)
@@ -172,9 +179,12 @@ def install(app: FastAPI, models: dict[str, Any], store: ExperienceStore | None,
         except InvalidObservationError as exc:
             return bad(str(exc))
         statuses = await store.add_feedback_async(events)
-        return json_response({"results": [
-            {"decision_id": e.decision_id, "idempotency_key": e.idempotency_key, "status": s}
-            for e, s in zip(events, statuses, strict=True)]})
+        results = [{"decision_id": e.decision_id, "idempotency_key": e.idempotency_key, "status": s}
+                   for e, s in zip(events, statuses, strict=True)]
+        if "conflict" in statuses:  # the others are committed; the conflicting ones were not stored
+            return json_response({"error": "idempotency_key reused for different feedback: the first stands",
+                                  "results": results}, status_code=409)
+        return json_response({"results": results})
 
     @app.post("/v1/cloudevents")
     async def cloudevents(request: Request) -> Response:

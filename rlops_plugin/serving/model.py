@@ -23,6 +23,20 @@ from rlops_plugin.serving.exploration import ExplorationConfig
 from rlops_plugin.serving.routing import RoutingConfig
 
 logger = logging.getLogger(__name__)
+
+
+class IdempotencyConflict(RLOpsError):
+    """An ``Idempotency-Key`` reused for a different request (answered 409)."""
+
+
+def _idempotency_key(headers: dict[str, str] | None) -> str | None:
+    """The request's ``Idempotency-Key`` header (any case), checked; ``None`` when absent."""
+    for name, value in (headers or {}).items():
+        if name.lower() == "idempotency-key":
+            if not value or len(value) > 256 or not value.isprintable():
+                raise InvalidInput("header Idempotency-Key: 1 to 256 printable characters")
+            return value
+    return None
 DEFAULT_MAX_BATCH = 4096
 
 
@@ -109,11 +123,26 @@ class PolicyModel(kserve.Model):
             raise  # 503 (serving.app): the policy, not the request, is at fault
         except RLOpsError as exc:
             raise InvalidInput(f"{type(exc).__name__}: {exc}") from None
-        if self.store is not None:
+        key = _idempotency_key(headers)
+        if self.store is not None and key is not None:
+            decisions = await self._log_once(decisions, key)
+        elif self.store is not None:
             await self.store.log_decisions_async(decisions.batch)
         if isinstance(payload, InferRequest):
             return self._v2_response(payload, decisions)
         return {"predictions": decisions.response_rows()}
+
+    async def _log_once(self, decisions: Decisions, key: str) -> Decisions:
+        """Log under an ``Idempotency-Key``: a retry gets the first attempt's decisions back, and logs nothing."""
+        batch = decisions.batch
+        held_by = await self.store.log_decisions_keyed_async(batch, f"{self.name}:{key}")
+        if held_by == batch.batch_id:
+            return decisions
+        first = self.store.get_batches([held_by])[held_by]
+        if first.obs.shape != batch.obs.shape or not (first.obs == batch.obs).all():
+            raise IdempotencyConflict(f"Idempotency-Key {key!r} was used for a different request "
+                                      f"(batch {held_by}); use a new key for new observations")
+        return Decisions(first, first.decision_ids())
 
     def _v2_response(self, payload: InferRequest, decisions: Decisions) -> InferResponse:
         b = decisions.batch

@@ -144,6 +144,8 @@ def test_feedback_endpoint(served):
     again = httpx.post(url, json={"decision_id": ids[0], "value": 1.0, "idempotency_key": "r-1"}, timeout=30)
     assert first.json()["results"][0]["status"] == "accepted"
     assert again.json()["results"][0]["status"] == "duplicate"
+    reused = httpx.post(url, json={"decision_id": ids[0], "value": -999.0, "idempotency_key": "r-1"}, timeout=30)
+    assert reused.status_code == 409 and reused.json()["results"][0]["status"] == "conflict", reused.text
     header = httpx.post(url, json={"decision_id": ids[1], "kind": "rating", "value": 4},
                         headers={"Idempotency-Key": "rate-1"}, timeout=30)
     assert header.json()["results"][0]["idempotency_key"] == "rate-1"
@@ -205,6 +207,24 @@ def test_kserve_logger_cloudevents(served, start_server, model_dirs):
     assert "not a known policy version" in out.json()["quarantined"]
     status = httpx.get(f"{server.url}/rlops/v1/status", timeout=30).json()["store"]
     assert status["quarantined"] == 2 and status["decisions"] == 2  # the log holds only the honest pair
+
+
+def test_a_retried_predict_with_its_idempotency_key_returns_the_same_decisions_and_logs_one_row(served):
+    server, store_path = served
+    body = {"instances": [OBS, [0.1, 0.2, 0.3, 0.4]]}
+    first = predict(server, body, headers={"Idempotency-Key": "req-1"})
+    again = predict(server, body, headers={"idempotency-key": "req-1"})
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()  # the same decision ids, actions and propensities
+    v2 = {"inputs": [{"name": "obs", "shape": [1, 4], "datatype": "FP32", "data": OBS}]}
+    r2 = [httpx.post(f"{server.url}/v2/models/policy/infer", json=v2, headers={"Idempotency-Key": "req-2"}, timeout=30) for _ in range(2)]
+    assert r2[0].status_code == 200 and r2[0].json()["outputs"] == r2[1].json()["outputs"]
+    other = predict(server, {"instances": [OBS]}, headers={"Idempotency-Key": "req-1"})
+    assert other.status_code == 409 and "used for a different request" in other.json()["error"], other.text
+    empty = predict(server, body, headers={"Idempotency-Key": ""})
+    assert empty.status_code == 400 and "Idempotency-Key" in empty.text
+    with open_store(store_path) as store:
+        assert store.stats()["batches"] == 2 and store.stats()["decisions"] == 3  # one row per key
 
 
 def test_configure_switches_to_canary_without_restart(served, model_dirs):
