@@ -121,7 +121,7 @@ class ExperienceStore:
     """Append-only decision and feedback log over SQLite or PostgreSQL."""
 
     def __init__(self, url: str, durability: str = "normal", max_queue: int = 10_000,
-                 inline_commits: bool | None = None) -> None:
+                 inline_commits: bool | None = None, busy_timeout_s: float = 30.0) -> None:
         if durability not in DURABILITY:
             raise ConfigError(f"durability must be one of {DURABILITY}, got {durability!r}")
         self.url = url
@@ -136,15 +136,19 @@ class ExperienceStore:
         else:
             raise ConfigError(f"store URL {url!r}: use a file path, sqlite:///PATH or postgresql://...")
         self._local = threading.local()
-        self._write_conn = self._connect()
+        if not busy_timeout_s > 0:
+            raise ConfigError(f"busy_timeout_s must be positive, got {busy_timeout_s}")
+        self.busy_ms = int(busy_timeout_s * 1000)
+        self._write_conn = self._connect(self.busy_ms)
         self._init_schema(self._write_conn)
         self.inline_commits = (self.dialect.name == "sqlite" and durability == "normal"
                                if inline_commits is None else inline_commits)
         self._write_lock = threading.Lock()
+        self._inline_conn = self._connect(busy_ms=INLINE_BUSY_MS) if self.inline_commits else None
         self._writer = GroupCommitWriter(self._locked_write, max_queue=max_queue)
 
     # ----- connections -----------------------------------------------------------
-    def _connect(self) -> Any:
+    def _connect(self, busy_ms: int = 30_000) -> Any:
         if self.dialect.name == "postgresql":
             try:
                 import psycopg
@@ -154,10 +158,10 @@ class ExperienceStore:
                 return psycopg.connect(self.url, autocommit=True)
             except psycopg.Error as exc:
                 raise StoreError(f"cannot connect to {self.url}: {exc}") from exc
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=busy_ms / 1000)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.durability.upper()}")
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
         return conn
 
     def _reader(self) -> Any:
@@ -194,10 +198,25 @@ class ExperienceStore:
         writer thread and back, so it runs inline; otherwise (fsync per commit, PostgreSQL
         round trips) the writer thread group-commits while the event loop serves other requests.
         """
-        if self.inline_commits:
-            self._locked_write([WriteJob("decisions", [batch])])
-            return
-        await asyncio.wrap_future(self._writer.submit("decisions", [batch]))
+        await self._commit_async("decisions", [batch])
+
+    async def _commit_async(self, kind: str, items: list[Any]) -> Any:
+        """Commit on the event loop when that is cheap and cannot stall it, else through the writer thread.
+
+        The inline attempt never waits: it skips when the writer holds the connection and gives up after
+        ``INLINE_BUSY_MS`` when another process holds SQLite's lock; the writer thread then waits for the
+        lock off the loop (health checks and other requests keep being served) and any store error
+        reaches the caller as a ``StoreError`` (503, nothing acknowledged).
+        """
+        if self._inline_conn is not None and self._write_lock.acquire(blocking=False):
+            try:
+                return self._guarded(lambda: self._write_jobs([WriteJob(kind, items)], self._inline_conn))[0]
+            except StoreError as exc:
+                if not _busy(exc):
+                    raise
+            finally:
+                self._write_lock.release()
+        return await asyncio.wrap_future(self._writer.submit(kind, items))
 
     async def log_decisions_keyed_async(self, batch: DecisionBatch, key: str) -> str:
         """Append ``batch`` under idempotency ``key`` unless the key was used: the id of the batch that holds it.
@@ -205,10 +224,7 @@ class ExperienceStore:
         The key and the batch commit in one transaction, so a retried request (same key) finds the first
         attempt's batch and logs nothing new, even when both attempts race.
         """
-        job = [(batch, key)]
-        if self.inline_commits:
-            return self._locked_write([WriteJob("decisions_keyed", job)])[0][0]
-        return (await asyncio.wrap_future(self._writer.submit("decisions_keyed", job)))[0]
+        return (await self._commit_async("decisions_keyed", [(batch, key)]))[0]
 
     def log_interactions(self, records: Sequence[InteractionRecord], timeout: float = 60.0) -> None:
         """Append agent interactions; returns once they are committed."""
@@ -216,10 +232,7 @@ class ExperienceStore:
 
     async def log_interactions_async(self, records: Sequence[InteractionRecord]) -> None:
         """Async variant for the agent server (inline commit for SQLite ``normal``, as for decisions)."""
-        if self.inline_commits:
-            self._locked_write([WriteJob("interactions", list(records))])
-            return
-        await asyncio.wrap_future(self._writer.submit("interactions", list(records)))
+        await self._commit_async("interactions", list(records))
 
     def log_decisions_if_absent(self, batch: DecisionBatch, timeout: float = 60.0) -> None:
         """Append a batch unless one with its id exists (re-delivered logger events)."""
@@ -244,11 +257,19 @@ class ExperienceStore:
 
     def _locked_write(self, jobs: list[WriteJob]) -> list[Any]:
         with self._write_lock:
-            return self._write_jobs(jobs)
+            return self._guarded(lambda: self._write_jobs(jobs, self._write_conn))
 
-    def _write_jobs(self, jobs: list[WriteJob]) -> list[Any]:
+    def _guarded(self, write: Any) -> Any:
+        """Run a write; a database error (disk full, lock held, connection lost) becomes a ``StoreError``."""
+        try:
+            return write()
+        except StoreError:
+            raise
+        except _database_errors() as exc:
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _write_jobs(self, jobs: list[WriteJob], conn: Any) -> list[Any]:
         d = self.dialect
-        conn = self._write_conn
         if len(jobs) == 1 and jobs[0].kind == "decisions" and len(jobs[0].items) == 1:
             conn.execute(d.q(_INSERT_BATCH), _batch_row(jobs[0].items[0]))  # one statement: its own transaction
             return [None]
@@ -454,6 +475,8 @@ class ExperienceStore:
         """Flush queued writes and close connections."""
         self._writer.close()
         self._write_conn.close()
+        if self._inline_conn is not None:
+            self._inline_conn.close()
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
@@ -466,9 +489,12 @@ class ExperienceStore:
         self.close()
 
 
-def open_store(url: str | Path, durability: str = "normal") -> ExperienceStore:
-    """Open (creating if needed) the store at a path, ``sqlite:///PATH`` or ``postgresql://...``."""
-    return ExperienceStore(str(url), durability=durability)
+def open_store(url: str | Path, durability: str = "normal", busy_timeout_s: float = 30.0) -> ExperienceStore:
+    """Open (creating if needed) the store at a path, ``sqlite:///PATH`` or ``postgresql://...``.
+
+    ``busy_timeout_s``: how long a write waits for a SQLite lock another process holds before it fails
+    (a 503 for the request; nothing acknowledged)."""
+    return ExperienceStore(str(url), durability=durability, busy_timeout_s=busy_timeout_s)
 
 
 # ----- SQL and row encoding -----------------------------------------------------------
@@ -570,4 +596,36 @@ class _transaction:
         self.conn.execute("BEGIN IMMEDIATE" if self.dialect.name == "sqlite" else "BEGIN")
 
     def __exit__(self, exc_type: Any, *rest: Any) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except Exception:  # a failed COMMIT (disk full) must not leave the transaction open
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        try:
+            self.conn.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 - SQLite may have rolled back already (SQLITE_FULL); nothing is open
+            pass
+
+
+INLINE_BUSY_MS = 20
+"""How long an on-loop commit waits for a SQLite lock held by another process before the writer thread takes over."""
+
+
+def _busy(exc: StoreError) -> bool:
+    """True for a store error that only says another connection holds the lock (worth waiting for off the loop)."""
+    text = str(exc.__cause__ or exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _database_errors() -> tuple[type[BaseException], ...]:
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    try:
+        import psycopg
+    except ImportError:
+        return errors
+    return (*errors, psycopg.Error)

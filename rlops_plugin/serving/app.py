@@ -110,13 +110,19 @@ class _TooLarge(Exception):
         self.size = size
 
 
+STORE_RETRY_AFTER_S = 1
+"""``Retry-After`` of a 503 for a store fault: a held lock or a full disk is usually a matter of moments."""
+
+
 def install(app: FastAPI, models: dict[str, Any], store: ExperienceStore | None, max_body_bytes: int) -> None:
     """Add the rlops routes, limits and error mapping to KServe's app."""
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes)
 
     async def store_failed(_request: Request, exc: StoreError) -> Response:
-        return json_response({"error": f"experience store unavailable, nothing was acknowledged: {exc}"},
-                              status_code=503)
+        response = json_response({"error": f"experience store unavailable, nothing was acknowledged: {exc}"},
+                                 status_code=503)
+        response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
+        return response
 
     app.add_exception_handler(StoreError, store_failed)
 

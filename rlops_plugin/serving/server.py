@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--store", default=env("RLOPS_STORE"),
                         help="experience store: path, sqlite:///PATH or postgresql://... (env RLOPS_STORE; "
                              "default: no logging)")
+    parser.add_argument("--store_busy_timeout_s", type=float, default=30.0,
+                        help="how long a write waits for a SQLite lock held elsewhere before the request gets 503")
     parser.add_argument("--durability", choices=("normal", "full"), default="normal",
                         help="SQLite commit durability: normal survives process crashes, full also power loss")
     parser.add_argument("--exploration", choices=("greedy", "epsilon", "softmax"),
@@ -103,7 +105,8 @@ def run(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(max(1, args.torch_threads))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    store = open_store(args.store, durability=args.durability) if args.store else None
+    store = open_store(args.store, durability=args.durability,
+                       busy_timeout_s=args.store_busy_timeout_s) if args.store else None
     mirror = None
     try:
         champion = load_model_with_source(args.model_uri)

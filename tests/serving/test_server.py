@@ -217,7 +217,8 @@ def test_a_retried_predict_with_its_idempotency_key_returns_the_same_decisions_a
     assert first.status_code == again.status_code == 200
     assert again.json() == first.json()  # the same decision ids, actions and propensities
     v2 = {"inputs": [{"name": "obs", "shape": [1, 4], "datatype": "FP32", "data": OBS}]}
-    r2 = [httpx.post(f"{server.url}/v2/models/policy/infer", json=v2, headers={"Idempotency-Key": "req-2"}, timeout=30) for _ in range(2)]
+    r2 = [httpx.post(f"{server.url}/v2/models/policy/infer", json=v2, headers={"Idempotency-Key": "req-2"},
+                     timeout=30) for _ in range(2)]
     assert r2[0].status_code == 200 and r2[0].json()["outputs"] == r2[1].json()["outputs"]
     other = predict(server, {"instances": [OBS]}, headers={"Idempotency-Key": "req-1"})
     assert other.status_code == 409 and "used for a different request" in other.json()["error"], other.text
