@@ -46,6 +46,9 @@ def monitor_and_improve(
     join_window_s: float = JOIN_WINDOW_S,
     calibration_window: int = 0,
     calibration_params_json: str = "",
+    num_nodes: int = 1,
+    nproc_per_node: int = 1,
+    trainjob_json: str = "",
 ) -> None:
     """Monitor ``models:/<model_name>@champion``; improve it when drift or degradation is detected
     (the improvement parameters are ``continuous_improvement``'s, passed through)."""
@@ -61,4 +64,5 @@ def monitor_and_improve(
                                promotion_json=promotion_json, simulate_traffic=simulate_traffic,
                                traffic_env_json=traffic_env_json, join_window_s=join_window_s,
                                calibration_window=calibration_window,
-                               calibration_params_json=calibration_params_json)
+                               calibration_params_json=calibration_params_json, num_nodes=num_nodes,
+                               nproc_per_node=nproc_per_node, trainjob_json=trainjob_json)
