@@ -716,6 +716,69 @@ def trainers_cmd() -> None:
             click.echo(f"    {f.name} = {getattr(defaults, f.name)!r}  {docs.get(f.name, '')}")
 
 
+@main.command("tune")
+@click.argument("space_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--init", "init_uri", required=True, help="Warm start of every trial, e.g. models:/NAME@champion.")
+@click.option("--dataset", "dataset_dir", default=None, help="Dataset directory or artifact URI (not for simulator "
+                                                             "trainers; with --katib an URI the pods can read).")
+@click.option("--trials", type=click.IntRange(min=1), default=None, help="Trial budget (default: the space's).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler.")
+@click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True)
+@click.option("--eval-episodes", type=click.IntRange(min=0), default=EVAL_EPISODES, show_default=True)
+@click.option("--experiment", default=EXPERIMENT, show_default=True, help="MLflow experiment of the runs.")
+@click.option("--register", "register_as", default=None, help="Register the best trial's model under this name.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write the result (best config) as JSON.")
+@click.option("--katib", "katib_out", default=None, type=click.Path(dir_okay=False),
+              help="Write a Katib Experiment YAML here instead of tuning on this machine.")
+@click.option("--name", "katib_name", default=None, help="Katib Experiment name (default: rlops-tune-<trainer>).")
+@click.option("--namespace", default="default", show_default=True, help="Katib Experiment namespace.")
+@click.option("--image", default=None, help="Trial image (default: rlops-plugin:<version>).")
+@click.option("--tracking-uri", default=None, help="MLflow URI the trial pods use (default: MLFLOW_TRACKING_URI).")
+def tune_cmd(space_file: str, init_uri: str, dataset_dir: str | None, trials: int | None, seed: int, sampler: str,
+             eval_episodes: int, experiment: str, register_as: str | None, out: str | None, katib_out: str | None,
+             katib_name: str | None, namespace: str, image: str | None, tracking_uri: str | None) -> None:
+    """Tune a trainer's config over SPACE_FILE (YAML/JSON): Optuna here, or a Katib Experiment with --katib.
+
+    Locally every trial is an MLflow child run of one tuning run; the default config runs first, so the best
+    is never worse than it. docs/tuning.md describes the space file.
+    """
+    from rlops_plugin.training.search_space import SearchSpace
+
+    space = SearchSpace.load(space_file)
+    if trials is not None:
+        space.trials = trials
+    if katib_out:
+        from rlops_plugin.deploy import katib
+        from rlops_plugin.deploy.manifests import DEFAULT_IMAGE, render
+
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            raise click.UsageError("--katib needs --tracking-uri or MLFLOW_TRACKING_URI (reachable from the pods)")
+        name = katib_name or f"rlops-tune-{space.trainer.replace('_', '-')}"
+        obj = katib.experiment(space, name=name, init_uri=init_uri, tracking_uri=uri, namespace=namespace,
+                               image=image or DEFAULT_IMAGE, dataset_uri=dataset_dir, sampler=sampler, seed=seed,
+                               eval_episodes=eval_episodes, mlflow_experiment=experiment)
+        Path(katib_out).write_text(render([obj]))
+        click.echo(f"Katib Experiment {namespace}/{name} ({space.trials} trials, {sampler}) -> {katib_out}; "
+                   f"kubectl apply -f {katib_out}")
+        return
+    from rlops_plugin.lifecycle import tune
+    from rlops_plugin.training.train import is_artifact_uri
+
+    if dataset_dir is not None and not is_artifact_uri(dataset_dir) and not Path(dataset_dir).is_dir():
+        raise click.BadParameter(f"{dataset_dir!r} is neither a directory nor an artifact URI", param_hint="--dataset")
+
+    result = tune(space, init_uri, dataset_dir, seed=seed, sampler=sampler, experiment=experiment,
+                  register_as=register_as, eval_episodes=eval_episodes)
+    click.echo(f"{space.objective.name}: default {result.default_value:.4g} -> best {result.best_value:.4g} "
+               f"({len(result.trials)} trials, {result.pruned} pruned; tuning run {result.run_id})")
+    click.echo(f"best config: {json.dumps(result.best_config, sort_keys=True)}")
+    if result.version:
+        click.echo(f"registered {result.registered_name} version {result.version}")
+    if out:
+        Path(out).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
 @main.command()
 @click.option("--root", default=".rlops/quickstart", show_default=True, help="Folder for the local MLflow server.")
 @click.option("--tracking-uri", default=None, help="Use this MLflow server instead of starting one.")

@@ -16,7 +16,8 @@ from rlops_plugin.lifecycle.postmarket import post_market_report
 from rlops_plugin.lifecycle.register import register
 from rlops_plugin.lifecycle.train import train, train_reward_model
 from rlops_plugin.lifecycle.train_cluster import train_distributed
+from rlops_plugin.lifecycle.tune import tune
 
 __all__ = ["approve", "build_dataset", "calibrate", "crown", "deploy", "evaluate", "gate", "monitor",
            "post_market_report", "promote", "record_cycle", "register", "rollback", "train", "train_distributed",
-           "train_reward_model"]
+           "train_reward_model", "tune"]

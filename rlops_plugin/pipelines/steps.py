@@ -297,3 +297,22 @@ def _pod_namespace() -> str:
     """The namespace this pod runs in (its service account's), else ``default`` (outside a cluster)."""
     path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
     return path.read_text().strip() if path.is_file() else "default"
+
+
+def tune_policy(space_json: str, init_uri: str, dataset_dir: str = "", trials: int = 0, seed: int = 0,
+                sampler: str = "tpe", eval_episodes: int = EVAL_EPISODES, experiment: str = EXPERIMENT,
+                tracking_uri: str = "") -> dict[str, Any]:
+    """Tune the trainer config over a search space (inline JSON or a YAML/JSON file) with Optuna, in this pod.
+
+    Every trial is an MLflow child run of one tuning run (``rlops_plugin.lifecycle.tune``); simulator trainers
+    ignore ``dataset_dir``. ``trials`` 0 keeps the space's budget. ``best_config_json`` is what
+    :func:`train_policy`'s ``config_json`` takes.
+    """
+    from rlops_plugin.lifecycle import tune
+
+    _use_tracking(tracking_uri)
+    result = tune(space_json, init_uri, dataset_dir or None, n_trials=trials or None, seed=seed, sampler=sampler,
+                  eval_episodes=eval_episodes, experiment=experiment, simulator_ignores_dataset=True)
+    return {"best_config_json": json.dumps(result.best_config, sort_keys=True), "run_id": result.run_id,
+            "best_value": result.best_value, "default_value": result.default_value,
+            "best_model_uri": result.best_model_uri or "", "summary": result.to_dict()}

@@ -142,6 +142,9 @@ def prompt_text(policy: AgentPolicy, tokenizer: Any, task: Mapping[str, Any]) ->
 class AgentGRPOTrainer(Trainer):
     """TRL ``GRPOTrainer`` on the bundle's task suite, rewarded by its graders (and optionally a reward model)."""
 
+    logged_metrics: ClassVar[tuple[str, ...]] = ("train/loss", "train/steps")
+    """What the trainer reports while training (the metrics a search space may prune on)."""
+
     Config = GRPOConfig
     policy_kind: ClassVar[str] = "agent"
     data_kind: ClassVar[str] = "simulator"

@@ -107,6 +107,9 @@ class KTOConfig(AgentTrainConfig):
 class AgentTRLTrainer(Trainer):
     """The shared update: rows from the dataset, fresh model copies, a TRL trainer, a new agent policy."""
 
+    logged_metrics: ClassVar[tuple[str, ...]] = ("train/loss", "train/steps")
+    """What the trainer reports while training (the metrics a search space may prune on)."""
+
     policy_kind: ClassVar[str] = "agent"
     data_kind: ClassVar[str] = "preferences"
     signal: ClassVar[str]

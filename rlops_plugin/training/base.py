@@ -55,6 +55,8 @@ class Trainer:
     Config: ClassVar[type]
     data_kind: ClassVar[str]
     description: ClassVar[str] = ""
+    logged_metrics: ClassVar[tuple[str, ...]] = ()
+    """Metrics :meth:`train` reports through ``progress`` while it runs (what a search space may prune on)."""
 
     def train(self, init: PolicyBundle, data: Dataset | None, config: Any,
               progress: Progress | None = None) -> TrainResult:

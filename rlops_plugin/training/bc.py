@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ class BCConfig:
 
 class BCTrainer(GradientTrainer):
     """Maximise the log-likelihood of logged actions, starting from the deployed policy."""
+
+    logged_metrics: ClassVar[tuple[str, ...]] = ("train/loss", "train/accuracy")
+    """What the trainer reports while training (the metrics a search space may prune on)."""
 
     Config = BCConfig
     data_kind = "transitions"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -55,6 +56,9 @@ class CQLConfig:
 
 class CQLTrainer(GradientTrainer):
     """Offline RL for Discrete actions from the decision log."""
+
+    logged_metrics: ClassVar[tuple[str, ...]] = ("train/loss", "train/td_loss", "train/cql_penalty", "train/q_mean")
+    """What the trainer reports while training (the metrics a search space may prune on)."""
 
     Config = CQLConfig
     data_kind = "transitions"

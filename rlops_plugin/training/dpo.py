@@ -8,6 +8,7 @@ champion is the reference policy, so the update stays anchored to what is deploy
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -40,6 +41,9 @@ class DPOConfig:
 
 class DPOTrainer(GradientTrainer):
     """Preference learning from human ratings and corrections, referenced to the champion."""
+
+    logged_metrics: ClassVar[tuple[str, ...]] = ("train/dpo_loss", "train/preference_accuracy", "train/reward_margin")
+    """What the trainer reports while training (the metrics a search space may prune on)."""
 
     Config = DPOConfig
     data_kind = "preferences"

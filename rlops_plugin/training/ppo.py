@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -119,6 +119,11 @@ class PPOConfig:
 
 class PPOTrainer(Trainer):
     """Fine-tune the deployed policy in its simulator, safely."""
+
+    logged_metrics: ClassVar[tuple[str, ...]] = ("train/policy_loss", "train/value_loss", "train/entropy",
+                                                  "train/approx_kl", "train/clip_fraction", "train/episodic_return",
+                                                  "train/vetoes")
+    """What the trainer reports while training (the metrics a search space may prune on)."""
 
     Config = PPOConfig
     data_kind = "simulator"

@@ -1,0 +1,1 @@
+"""The ``tune_policy`` Kubeflow component."""
