@@ -1,17 +1,27 @@
 """KServe deployments through the Kubernetes API (official ``kubernetes`` client).
 
 Shadow runs inside one predictor (KServe has no mirroring): the pod serves the champion and logs
-the challenger's distribution. Canaries use KServe's own traffic split by default
-(``canary_strategy="kserve"``): the latest revision serves the challenger and receives
-``canaryTrafficPercent`` of the traffic, the previous revision keeps serving the champion; each
-revision logs decisions under its own policy version into the shared store. ``"in-pod"`` splits
-inside one revision instead. Configuration comes from the kubeconfig (``KUBECONFIG``) or the
-in-cluster service account.
+the challenger's distribution. A canary is routed one of two ways (``canary_strategy``):
+
+* ``in-pod``: one predictor loads champion and challenger and splits inside the pod, sticky per routing
+  key (a vector request's ``routing_key``, e.g. the episode id; an agent's session id), so an episode or
+  a conversation meets one policy from start to end. Works in every KServe deployment mode
+  (RawDeployment/Standard and Serverless).
+* ``kserve``: KServe's ``canaryTrafficPercent``: the latest revision serves the challenger, the previous
+  one the champion, and each *request* is split at random between them. Needs KServe's Serverless
+  (Knative) mode, and is not sticky: an episode or session whose requests meet both revisions is
+  dropped from an episode-level canary.
+* ``auto`` (default): ``kserve`` when the canary's metric is declared per-decision (``metric="decision"``),
+  else ``in-pod`` (``metric`` episode or session, or not declared: sticky routing is right for every metric).
+
+``canary_strategy="kserve"`` with an episode/session metric is refused (:class:`ConfigError`) unless
+``force_split`` is given. The metric comes with the call, or from the ``rlops.io/canary-metric``
+annotation recorded when the deployment was created with one. Configuration comes from the
+kubeconfig (``KUBECONFIG``) or the in-cluster service account.
 
 Agent policies (``kind="agent"``) get the ``rlops-agent`` runtime and answer on KServe's OpenAI data
-plane at ``<status.url>/openai/v1``. Their server serves one policy per revision, so an agent canary is
-KServe's traffic split only (update a running deployment with ``canary_strategy="kserve"``); shadow
-and in-pod canaries are refused, and so is changing a deployment's kind in place (delete, recreate).
+plane at ``<status.url>/openai/v1``; their in-pod shadow and canary are the agent server's own
+(sticky per session id). Changing a deployment's kind in place is refused (delete, recreate).
 """
 
 from __future__ import annotations
@@ -38,6 +48,52 @@ from rlops_plugin.deploy.manifests import (
 from rlops_plugin.errors import ConfigError
 from rlops_plugin.kinds.agent.policy import AGENT_KIND
 
+CANARY_STRATEGIES = ("auto", "in-pod", "kserve")
+CANARY_METRICS = ("decision", "episode", "session")
+"""What a canary compares: per-decision rewards, or whole episodes (vector) / sessions (agents)."""
+STICKY_METRICS = ("episode", "session")
+"""Metrics that need every decision of an episode or session from one policy (a sticky split)."""
+METRIC_ANNOTATION = "rlops.io/canary-metric"
+STRATEGY_ANNOTATION = "rlops.io/canary-strategy"
+
+
+def check_metric(metric: str | None) -> str | None:
+    """``metric`` when it is one of :data:`CANARY_METRICS` (or None); otherwise a ConfigError."""
+    if metric is not None and metric not in CANARY_METRICS:
+        raise ConfigError(f"canary metric must be one of {list(CANARY_METRICS)}, not {metric!r}")
+    return metric
+
+
+def canary_split(strategy: str, metric: str | None, *, force_split: bool = False, name: str = "") -> str:
+    """The split a canary uses (``in-pod`` or ``kserve``) for ``strategy`` and the canary's ``metric``.
+
+    ``auto`` is KServe's per-request split only for a declared per-decision metric; KServe's split with
+    an episode/session metric would drop every episode that met both revisions, so it needs ``force_split``.
+    """
+    if strategy not in CANARY_STRATEGIES:
+        raise ConfigError(f"canary_strategy must be one of {list(CANARY_STRATEGIES)}, not {strategy!r}")
+    check_metric(metric)
+    if strategy == "auto":
+        return "kserve" if metric == "decision" else "in-pod"
+    if strategy == "kserve" and metric in STICKY_METRICS and not force_split:
+        raise ConfigError(f"deployment {name!r}: canary_strategy='kserve' splits each request between two "
+                          f"revisions at random, so with metric={metric!r} almost every {metric} would mix "
+                          "policies and be dropped from the canary analysis; use canary_strategy='in-pod' (or "
+                          "'auto'), sticky per routing key, or pass force_split=true to split anyway")
+    return strategy
+
+
+def as_bool(value: Any) -> bool:
+    """A config flag given as a bool or as a CLI string (``true``/``false``, ``1``/``0``, ``yes``/``no``)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", ""):
+        return False
+    raise ConfigError(f"expected true or false, not {value!r}")
+
 
 def api_client(kubeconfig: str | None = None) -> Any:
     """A Kubernetes API client from a kubeconfig, ``KUBECONFIG`` or the in-cluster account."""
@@ -57,12 +113,12 @@ class KServeDeployments:
     """Create, reconfigure, inspect and delete InferenceServices for rlops policies."""
 
     def __init__(self, namespace: str = "default", *, kubeconfig: str | None = None, tracking_uri: str | None = None,
-                 store_uri: str | None = None, logger_url: str | None = None, canary_strategy: str = "kserve",
+                 store_uri: str | None = None, logger_url: str | None = None, canary_strategy: str = "auto",
                  client: Any = None) -> None:
         from kubernetes import client as k8s
 
-        if canary_strategy not in ("kserve", "in-pod"):
-            raise ConfigError("canary_strategy must be 'kserve' or 'in-pod'")
+        if canary_strategy not in CANARY_STRATEGIES:
+            raise ConfigError(f"canary_strategy must be one of {list(CANARY_STRATEGIES)}, not {canary_strategy!r}")
         self.namespace = namespace
         self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         self.store_uri = store_uri or os.environ.get("RLOPS_STORE")
@@ -82,35 +138,43 @@ class KServeDeployments:
             raise DeploymentError(f"Kubernetes API {exc.status} {exc.reason}: {exc.body}") from exc
 
     def manifest(self, name: str, champion_uri: str, challenger_uri: str | None = None, mode: str = "off",
-                 fraction: float = 0.0, *, kind: str = DEFAULT_KIND) -> dict[str, Any]:
+                 fraction: float = 0.0, *, kind: str = DEFAULT_KIND, metric: str | None = None,
+                 force_split: bool = False) -> dict[str, Any]:
         """The InferenceService for a champion (and in-pod shadow/canary challenger) of policy ``kind``."""
-        in_pod = challenger_uri if mode == "shadow" or (mode == "canary" and self.canary_strategy == "in-pod") \
-            else None
+        split = canary_split(self.canary_strategy, metric, force_split=force_split, name=name) \
+            if mode == "canary" else None
+        in_pod = challenger_uri if mode == "shadow" or split == "in-pod" else None
         if kind not in RUNTIMES:
             raise ConfigError(f"no KServe runtime for policy kind {kind!r} (known: {sorted(RUNTIMES)})")
+        routing, share = (mode, fraction) if in_pod else ("off", 0.0)
         if kind == AGENT_KIND:
-            if in_pod:
-                raise ConfigError(f"agent deployment {name!r}: {mode} inside one pod is not supported (the agent "
-                                  "server serves one policy); use mode=canary with canary_strategy=kserve on a "
-                                  "running deployment")
-            return agent_inference_service(name, champion_uri, namespace=self.namespace,
-                                           tracking_uri=self.tracking_uri, store_uri=self.store_uri)
-        return inference_service(name, champion_uri, namespace=self.namespace, tracking_uri=self.tracking_uri,
-                                 store_uri=self.store_uri, challenger_uri=in_pod, routing=mode if in_pod else "off",
-                                 canary_fraction=fraction if in_pod else 0.0, logger_url=self.logger_url)
+            body = agent_inference_service(name, champion_uri, namespace=self.namespace,
+                                           tracking_uri=self.tracking_uri, store_uri=self.store_uri,
+                                           challenger_uri=in_pod, routing=routing, canary_fraction=share)
+        else:
+            body = inference_service(name, champion_uri, namespace=self.namespace, tracking_uri=self.tracking_uri,
+                                     store_uri=self.store_uri, challenger_uri=in_pod, routing=routing,
+                                     canary_fraction=share, logger_url=self.logger_url)
+        annotations = body["metadata"]["annotations"]
+        if metric is not None:
+            annotations[METRIC_ANNOTATION] = metric
+        if in_pod and mode == "canary":
+            annotations[STRATEGY_ANNOTATION] = "in-pod"
+        return body
 
     def create(self, name: str, champion_uri: str, challenger_uri: str | None = None, mode: str = "off",
-               fraction: float = 0.0, *, kind: str = DEFAULT_KIND) -> dict[str, Any]:
-        """Create the InferenceService (a canary on creation is always in-pod: there is no old revision)."""
-        if mode == "canary" and kind == AGENT_KIND:
-            raise ConfigError(f"agent deployment {name!r}: a canary needs a running revision to split traffic "
-                              "with; create it with the champion, then update with mode=canary")
-        if mode == "canary":
-            body = inference_service(name, champion_uri, namespace=self.namespace, tracking_uri=self.tracking_uri,
-                                     store_uri=self.store_uri, challenger_uri=challenger_uri, routing="canary",
-                                     canary_fraction=fraction, logger_url=self.logger_url)
-        else:
-            body = self.manifest(name, champion_uri, challenger_uri, mode, fraction, kind=kind)
+               fraction: float = 0.0, *, kind: str = DEFAULT_KIND, metric: str | None = None) -> dict[str, Any]:
+        """Create the InferenceService (a canary on creation is always in-pod: there is no old revision).
+
+        ``metric`` (decision, episode, session) is recorded on the object and picks later canaries' split.
+        """
+        saved = self.canary_strategy
+        self.canary_strategy = "in-pod" if mode == "canary" else saved
+        try:
+            body = self.manifest(name, champion_uri, challenger_uri, mode, fraction, kind=kind,
+                                 metric=check_metric(metric))
+        finally:
+            self.canary_strategy = saved
         return self._call(self.api.create_namespaced_custom_object, body)
 
     def get(self, name: str) -> dict[str, Any]:
@@ -124,20 +188,32 @@ class KServeDeployments:
         return list(items)
 
     def configure(self, name: str, champion_uri: str, challenger_uri: str | None = None, mode: str = "off",
-                  fraction: float = 0.0, *, kind: str = DEFAULT_KIND) -> dict[str, Any]:
-        """Patch the InferenceService to serve this champion/challenger/routing of policy ``kind``."""
+                  fraction: float = 0.0, *, kind: str = DEFAULT_KIND, metric: str | None = None,
+                  force_split: bool = False) -> dict[str, Any]:
+        """Patch the InferenceService to serve this champion/challenger/routing of policy ``kind``.
+
+        A canary's split follows :func:`canary_split` for ``metric`` (else the one recorded on the object).
+        """
         current = self.get(name)
         if kind_of(current) != kind:  # a merge patch would keep the other kind's logger, args and resources
             raise DeploymentError(f"InferenceService {name!r} serves policy kind {kind_of(current)!r}, not "
                                   f"{kind!r}: delete the deployment and create it again")
-        if mode == "canary" and self.canary_strategy == "kserve" and challenger_uri:
-            body = self.manifest(name, challenger_uri, kind=kind)  # the latest revision serves the challenger
-            predictor = body["spec"]["predictor"]
+        recorded = (current.get("metadata") or {}).get("annotations") or {}
+        metric = check_metric(metric) or recorded.get(METRIC_ANNOTATION)
+        split = canary_split(self.canary_strategy, metric, force_split=force_split, name=name) \
+            if mode == "canary" and challenger_uri else None
+        if split == "kserve":
+            body = self.manifest(name, challenger_uri or champion_uri, kind=kind, metric=metric)
+            predictor = body["spec"]["predictor"]  # the latest revision serves the challenger
             predictor["canaryTrafficPercent"] = int(round(fraction * 100))
-            body["metadata"]["annotations"]["rlops.io/champion-uri"] = champion_uri
+            body["metadata"]["annotations"] |= {"rlops.io/champion-uri": champion_uri, STRATEGY_ANNOTATION: "kserve"}
         else:
-            body = self.manifest(name, champion_uri, challenger_uri, mode, fraction, kind=kind)
+            body = self.manifest(name, champion_uri, challenger_uri, mode, fraction, kind=kind, metric=metric,
+                                 force_split=force_split)
             body["spec"]["predictor"]["canaryTrafficPercent"] = None  # JSON merge patch: remove the field
+            for stale in ("rlops.io/champion-uri", STRATEGY_ANNOTATION):  # left by an earlier canary
+                if stale in recorded and stale not in body["metadata"]["annotations"]:
+                    body["metadata"]["annotations"][stale] = None
         patch = {"metadata": {"annotations": body["metadata"]["annotations"]}, "spec": body["spec"]}
         if current.get("spec", {}).get("predictor", {}).get("canaryTrafficPercent") is None and \
                 patch["spec"]["predictor"].get("canaryTrafficPercent") is None:

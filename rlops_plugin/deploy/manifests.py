@@ -135,6 +135,7 @@ def inference_service(name: str, model_uri: str, *, namespace: str = "default", 
 
 def agent_inference_service(name: str, model_uri: str, *, namespace: str = "default", tracking_uri: str,
                             store_uri: str, traces: str = "on", trace_experiment: str | None = None,
+                            challenger_uri: str | None = None, routing: str = "off", canary_fraction: float = 0.0,
                             canary_traffic_percent: int | None = None, cpu: str = "2", memory: str = "6Gi",
                             ephemeral_storage: str = "8Gi", min_replicas: int = 1,
                             service_account: str | None = None) -> dict[str, Any]:
@@ -143,6 +144,8 @@ def agent_inference_service(name: str, model_uri: str, *, namespace: str = "defa
     Clients call ``<status.url>/openai/v1/chat/completions`` with ``model`` set to ``name``. No request
     logger: the server commits each interaction to ``store_uri`` before answering, and mirrors it to
     MLflow traces at ``tracking_uri`` when ``traces`` is ``on`` (``auto``: whenever a tracking URI is set).
+    With ``challenger_uri`` the pod also loads the challenger and routes in-pod (``routing`` shadow, or
+    canary sticky per session id at ``canary_fraction``); size ``memory`` for both models.
     """
     if traces not in ("auto", "on", "off"):
         raise ConfigError(f"traces must be 'auto', 'on' or 'off', not {traces!r}")
@@ -150,6 +153,9 @@ def agent_inference_service(name: str, model_uri: str, *, namespace: str = "defa
            "RLOPS_TRACES": traces}
     if trace_experiment:
         env["RLOPS_TRACE_EXPERIMENT"] = trace_experiment
+    if challenger_uri:  # only then: the champion-only manifest stays as generated in manifests/kserve
+        env |= {"RLOPS_CHALLENGER_URI": challenger_uri, "RLOPS_ROUTING": routing,
+                "RLOPS_CANARY_FRACTION": str(canary_fraction)}
     return _inference_service(name, model_uri, AGENT_KIND, namespace=namespace, env=env,
                               resources={"cpu": cpu, "memory": memory, "ephemeral-storage": ephemeral_storage},
                               canary_traffic_percent=canary_traffic_percent, logger_url=None,

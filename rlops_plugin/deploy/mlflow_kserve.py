@@ -9,12 +9,16 @@ The namespace comes from the target URI (default ``default``); the cluster from 
 ``~/.kube/config`` or the in-cluster service account. ``-C`` options: ``mode`` (off, shadow,
 canary), ``fraction``, ``champion``, ``tracking_uri``, ``store_uri`` (defaults: MLFLOW_TRACKING_URI,
 RLOPS_STORE), ``logger_url`` (default: the rlops feedback collector service), ``canary_strategy``
-(``kserve``: KServe's traffic split between revisions; ``in-pod``: split inside one revision),
-``kubeconfig``, ``kind`` (``vector`` or ``agent``; default: read from the model's MLmodel in the
-caller's registry, one small file, no bundle download). An agent gets the ``rlops-agent`` runtime and
-answers OpenAI clients at ``<status.url>/openai/v1`` (model: the deployment name); its canaries are
-KServe's traffic split on a running deployment, and shadow is refused. Every create, update and delete
-is a ``deployment`` audit event of the model it serves.
+(``auto``, the default: ``in-pod`` unless ``metric=decision``; ``in-pod``: one predictor serves both
+policies, sticky per routing key (episode or session id), any KServe deployment mode; ``kserve``:
+KServe's per-request ``canaryTrafficPercent`` between revisions, Serverless/Knative mode only, not
+sticky), ``metric`` (``decision``, ``episode`` or ``session``: what the canary compares; recorded on
+the InferenceService at create, and ``kserve`` with ``episode``/``session`` is refused), ``force_split``
+(``true``: use KServe's split with an episode/session metric anyway), ``kubeconfig``, ``kind``
+(``vector`` or ``agent``; default: read from the model's MLmodel in the caller's registry, one small
+file, no bundle download). An agent gets the ``rlops-agent`` runtime and answers OpenAI clients at
+``<status.url>/openai/v1`` (model: the deployment name); its in-pod canary is sticky per session id.
+Every create, update and delete is a ``deployment`` audit event of the model it serves.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
 
 from rlops_plugin.bundle.bundle import DEFAULT_KIND
 from rlops_plugin.bundle.strict import check_keys
-from rlops_plugin.deploy.kserve import KServeDeployments
+from rlops_plugin.deploy.kserve import KServeDeployments, as_bool
 from rlops_plugin.deploy.local import challenger_defaults
 from rlops_plugin.deploy.manifests import RUNTIMES, kind_of
 from rlops_plugin.deploy.mlflow_local import invalid_parameter
@@ -33,7 +37,7 @@ from rlops_plugin.deploy.targets import pinned_version, record_deployment
 from rlops_plugin.errors import ConfigError, RLOpsError, to_mlflow_exception
 
 CLIENT_KEYS = {"tracking_uri", "store_uri", "logger_url", "canary_strategy", "kubeconfig"}
-CONFIG_KEYS = {"mode", "fraction", "champion", "kind"} | CLIENT_KEYS
+CONFIG_KEYS = {"mode", "fraction", "champion", "kind", "metric", "force_split"} | CLIENT_KEYS
 
 
 def policy_kind(model_uri: str) -> str:
@@ -107,12 +111,13 @@ class RLOpsKServeDeploymentClient(BaseDeploymentClient):
         kserve = self._client(client_cfg)
         version = self._wrap(pinned_version, model_uri)
         kind = self._kind(cfg, model_uri)
+        metric = cfg.get("metric")
         if mode == "off":
-            result = self._wrap(kserve.create, name, model_uri, kind=kind)
+            result = self._wrap(kserve.create, name, model_uri, kind=kind, metric=metric)
         else:
             champion = cfg.get("champion") or self._wrap(challenger_defaults, model_uri)
             result = self._wrap(kserve.create, name, champion, model_uri, mode, float(cfg.get("fraction", 0.0)),
-                                kind=kind)
+                                kind=kind, metric=metric)
         record_deployment(self.target_uri, name, "created", model_uri, cfg, version)
         return result
 
@@ -128,11 +133,12 @@ class RLOpsKServeDeploymentClient(BaseDeploymentClient):
             "rlops.io/model-uri")
         version = self._wrap(pinned_version, model_uri or champion)
         kind = self._kind(cfg, model_uri) if model_uri else cfg.get("kind") or kind_of(current)
+        routing = {"metric": cfg.get("metric"), "force_split": self._wrap(as_bool, cfg.get("force_split", False))}
         if mode == "off":
-            result = self._wrap(kserve.configure, name, model_uri or champion, kind=kind)
+            result = self._wrap(kserve.configure, name, model_uri or champion, kind=kind, **routing)
         else:
             result = self._wrap(kserve.configure, name, champion, model_uri, mode, float(cfg.get("fraction", 0.0)),
-                                kind=kind)
+                                kind=kind, **routing)
         record_deployment(self.target_uri, name, "updated", model_uri or champion, cfg, version)
         return result
 

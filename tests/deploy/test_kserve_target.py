@@ -34,8 +34,8 @@ def cluster(tmp_path, monkeypatch, request):
     recorder.stop()
 
 
-def deployments():
-    return KServeDeployments("rlops", tracking_uri="http://mlflow.rlops:5000")
+def deployments(strategy="kserve"):
+    return KServeDeployments("rlops", tracking_uri="http://mlflow.rlops:5000", canary_strategy=strategy)
 
 
 def env_of(obj):
@@ -64,10 +64,12 @@ def test_create_shadow_canary_promote_delete(cluster):
     assert canary["spec"]["predictor"]["canaryTrafficPercent"] == 25
     assert env_of(canary)["RLOPS_MODEL_URI"] == "models:/cartpole/2"  # the latest revision serves the challenger
     assert canary["metadata"]["annotations"]["rlops.io/champion-uri"] == "models:/cartpole/1"
+    assert canary["metadata"]["annotations"]["rlops.io/canary-strategy"] == "kserve"
     validate_manifest({k_: v for k_, v in canary.items() if k_ != "status"})
 
     promoted = k.configure("cartpole", "models:/cartpole/2", None, "off", 0.0)
     assert "canaryTrafficPercent" not in promoted["spec"]["predictor"]
+    assert not {"rlops.io/champion-uri", "rlops.io/canary-strategy"} & set(promoted["metadata"]["annotations"])
     assert cluster.requests[-1].body["spec"]["predictor"]["canaryTrafficPercent"] is None  # removed by merge patch
     assert env_of(promoted)["RLOPS_MODEL_URI"] == "models:/cartpole/2"
     assert "RLOPS_CHALLENGER_URI" not in env_of(promoted)
@@ -94,9 +96,9 @@ def test_mlflow_deployments_client_and_predict(cluster, start_server, model_dirs
     # kind given: these URIs are not registered here (the kind is read from the registry otherwise)
     client.create_deployment("cartpole", "models:/cartpole@champion",
                              config={"tracking_uri": "http://mlflow.rlops:5000", "kind": "vector"})
-    client.update_deployment("cartpole", "models:/cartpole@challenger",
+    client.update_deployment("cartpole", "models:/cartpole@challenger",  # per-decision: `auto` is KServe's split
                              config={"mode": "canary", "fraction": "0.05", "tracking_uri": "http://mlflow",
-                                     "kind": "vector"})
+                                     "kind": "vector", "metric": "decision"})
     assert client.get_deployment("cartpole")["spec"]["predictor"]["canaryTrafficPercent"] == 5
     assert [d["metadata"]["name"] for d in client.list_deployments()] == ["cartpole"]
     out = client.predict("cartpole", [[0.0, 0.1, 0.0, -0.1]])
@@ -135,12 +137,20 @@ def test_the_target_picks_the_runtime_from_the_registered_bundle_kind(cluster, r
     assert "logger" not in body["spec"]["predictor"]  # the agent server logs each interaction itself
     assert env_of(body)["RLOPS_MODEL_URI"] == f"models:/{agent}/1" and env_of(body)["RLOPS_TRACES"] == "on"
 
-    with pytest.raises(mlflow.exceptions.MlflowException, match="shadow inside one pod is not supported"):
-        client.update_deployment("triage", f"models:/{agent}/2", config={**cfg, "mode": "shadow"})
+    shadow = client.update_deployment("triage", f"models:/{agent}/2", config={**cfg, "mode": "shadow"})
+    assert env_of(shadow)["RLOPS_ROUTING"] == "shadow"
+    assert env_of(shadow)["RLOPS_CHALLENGER_URI"] == f"models:/{agent}/2"
+    sticky = client.update_deployment("triage", f"models:/{agent}/2",  # sessions: in-pod, sticky per session id
+                                      config={**cfg, "mode": "canary", "fraction": "0.1", "metric": "session"})
+    assert "canaryTrafficPercent" not in sticky["spec"]["predictor"]
+    assert env_of(sticky)["RLOPS_MODEL_URI"] == f"models:/{agent}/1" and env_of(sticky)["RLOPS_ROUTING"] == "canary"
+    assert env_of(sticky)["RLOPS_CANARY_FRACTION"] == "0.1"
+    validate_manifest({k: v for k, v in sticky.items() if k not in ("status", "name", "flavor")})
     canary = client.update_deployment("triage", f"models:/{agent}/2",
-                                      config={**cfg, "mode": "canary", "fraction": "0.1"})
+                                      config={**cfg, "mode": "canary", "fraction": "0.1", "metric": "decision"})
     assert canary["spec"]["predictor"]["canaryTrafficPercent"] == 10
     assert env_of(canary)["RLOPS_MODEL_URI"] == f"models:/{agent}/2"
+    assert "RLOPS_CHALLENGER_URI" not in env_of(canary)
     assert canary["metadata"]["annotations"]["rlops.io/champion-uri"] == f"models:/{agent}/1"
     assert canary["spec"]["predictor"]["model"]["runtime"] == "rlops-agent"
     validate_manifest({k: v for k, v in canary.items() if k not in ("status", "name", "flavor")})  # target's keys
@@ -150,9 +160,11 @@ def test_the_target_picks_the_runtime_from_the_registered_bundle_kind(cluster, r
         client.predict("triage", [[0.0]])
     with pytest.raises(mlflow.exceptions.MlflowException, match="serves policy kind 'agent', not 'vector'"):
         client.update_deployment("triage", f"models:/{vector}/1", config=cfg)
-    with pytest.raises(mlflow.exceptions.MlflowException, match="a canary needs a running revision"):
-        client.create_deployment("triage-2", f"models:/{agent}/2",
-                                 config={**cfg, "mode": "canary", "champion": f"models:/{agent}/1"})
+    created = client.create_deployment("triage-2", f"models:/{agent}/2",  # no old revision: in-pod
+                                       config={**cfg, "mode": "canary", "champion": f"models:/{agent}/1"})
+    assert env_of(created)["RLOPS_MODEL_URI"] == f"models:/{agent}/1"
+    assert env_of(created)["RLOPS_CHALLENGER_URI"] == f"models:/{agent}/2"
+    validate_manifest(cluster.requests[-1].body)
 
     client.create_deployment("cartpole", f"models:/{vector}/1", config=cfg)
     body = cluster.requests[-1].body
