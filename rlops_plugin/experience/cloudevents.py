@@ -43,6 +43,8 @@ def parse_cloudevent(headers: Mapping[str, str], body: bytes) -> CloudEvent:
     structured = lower.get("content-type", "").startswith(STRUCTURED_CONTENT_TYPE)
     if not structured:  # the SDK reads a request lacking any ce- header as structured: name the header here
         _require({name: lower.get(f"ce-{name}") for name in REQUIRED_ATTRIBUTES}, "header ce-{}")
+    else:
+        _check_specversion(body)
     try:
         event = from_http(lower, body, data_unmarshaller=_json_data)
     except DataUnmarshallerError as exc:  # raised while handling the decoder's error: report that one
@@ -205,11 +207,26 @@ def _json_data(raw: str | bytes | None) -> Any:
     return json.loads(raw) if raw else None
 
 
+def _check_specversion(body: bytes) -> None:
+    """Refuse a structured event whose ``specversion`` is not a string (the SDK looks it up in a dict)."""
+    try:
+        envelope = json.loads(body)
+    except ValueError:
+        return  # the SDK reports the invalid JSON
+    if isinstance(envelope, Mapping) and not isinstance(envelope.get("specversion", ""), str):
+        raise InvalidObservationError("cloudevent: attribute 'specversion' must be a string such as \"1.0\" "
+                                      "(field specversion)")
+
+
 def _require(attributes: Mapping[str, Any], where: str) -> None:
     """Refuse a missing or empty required attribute, naming it and where it is read from."""
     for name, value in attributes.items():
         if value is None or value == "":
             raise InvalidObservationError(f"cloudevent: attribute '{name}' is required ({where.format(name)})")
+
+
+_HEX_TIME = re.compile(r"^[0-9a-fA-F]{16}")
+"""Batch ids start with the decision time in nanoseconds, 16 hex digits (``records.new_batch_id``)."""
 
 
 def batch_from_logged_pair(model: str, request: Any, response: Any) -> DecisionBatch | None:
@@ -233,6 +250,12 @@ def batch_from_logged_pair(model: str, request: Any, response: Any) -> DecisionB
     if obs.ndim != 2 or actions.dtype.kind not in "iuf" or actions.ndim not in (1, 2):
         raise InvalidObservationError("cloudevent: observations and actions must be numbers, one row per instance")
     batch_id, first = split_decision_id(rows[0]["decision_id"])
+    if not _HEX_TIME.match(batch_id):
+        raise InvalidObservationError(f"cloudevent: predictions[0].decision_id: batch id {batch_id[:80]!r} does not "
+                                      "start with 16 hex digits (its time in nanoseconds)")
+    for i, r in enumerate(rows):
+        if r.get("policy_version") is not None and not isinstance(r["policy_version"], str):
+            raise InvalidObservationError(f"cloudevent: predictions[{i}].policy_version: a string is required")
     for i, r in enumerate(rows):
         if split_decision_id(r["decision_id"]) != (batch_id, first + i):
             raise InvalidObservationError(f"cloudevent: predictions[{i}].decision_id {r['decision_id']!r} is not "

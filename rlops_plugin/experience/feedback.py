@@ -147,7 +147,7 @@ def _value(item: Mapping[str, Any], kind: str, where: str) -> float | None:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidObservationError(f"{where}.value: a number is required for kind {kind!r}")
-        if not math.isfinite(value):
+        if not _finite(value):
             raise InvalidObservationError(f"{where}.value: must be finite")
         if scale is not None:
             _check_scale(value, scale, where)
@@ -163,7 +163,7 @@ def _check_scale(value: float, scale: Any, where: str) -> None:
             raise InvalidObservationError(f"{where}.value: a thumbs rating is 1 (up) or -1 (down), got {value}")
         return
     low, sep, high = str(scale).partition("-") if isinstance(scale, str) else ("", "", "")
-    if not sep or not low.isdigit() or not high.isdigit() or int(low) >= int(high):
+    if not sep or not _digits(low) or not _digits(high) or int(low) >= int(high):
         raise InvalidObservationError(f"{where}.scale: 'thumbs' or an integer range such as '1-5', got {scale!r}")
     if value != int(value) or not int(low) <= value <= int(high):
         raise InvalidObservationError(f"{where}.value: an integer from {low} to {high} on scale {scale!r}, got {value}")
@@ -222,7 +222,7 @@ def parse_feedback_body(body: Any, idempotency_key: str | None = None) -> list[F
 def _parse_timestamp(value: Any, where: str, default: float) -> float:
     if value is None:
         return default
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value):
         return float(value)
     if isinstance(value, str):
         try:
@@ -230,6 +230,19 @@ def _parse_timestamp(value: Any, where: str, default: float) -> float:
         except ValueError:
             pass
     raise InvalidObservationError(f"{where}: unix seconds or an ISO-8601 time expected, got {value!r}")
+
+
+def _finite(value: int | float) -> bool:
+    """A finite number that a float holds (JSON parsed by ``json`` keeps integers of any size)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond the float range
+        return False
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts ``'²'``, which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 def _check_finite(obj: Any, where: str) -> None:

@@ -33,11 +33,19 @@ def decision_id(batch_id: str, index: int) -> str:
     return f"{batch_id}-{index}"
 
 
+MAX_INDEX_DIGITS = 9
+"""Most digits of a decision index: far more decisions than a batch (or an agent's choices) can hold, and an
+index the store's 64-bit integer columns always fit."""
+
+
 def split_decision_id(value: str) -> tuple[str, int]:
     """Inverse of :func:`decision_id`; raises ``InvalidObservationError`` for malformed ids."""
     batch, sep, index = str(value).rpartition("-")
-    if not sep or not batch or not index.isdigit() or len(batch) > 64:
+    if not sep or not batch or len(batch) > 64 or not index.isascii() or not index.isdigit():
         raise InvalidObservationError(f"decision_id {value!r} is not of the form <batch_id>-<index>")
+    if len(index) > MAX_INDEX_DIGITS:
+        raise InvalidObservationError(f"decision_id {value[:80]!r}: index has {len(index)} digits, at most "
+                                      f"{MAX_INDEX_DIGITS} (no batch holds more decisions)")
     return batch, int(index)
 
 

@@ -22,6 +22,7 @@ from rlops_plugin.errors import BrokenPolicyError, ConfigError, InvalidObservati
 from rlops_plugin.experience.cloudevents import PolicyCatalog, ingest_cloudevent
 from rlops_plugin.experience.feedback import parse_feedback_body
 from rlops_plugin.experience.store import ExperienceStore, StoreError
+from rlops_plugin.serving import openapi
 from rlops_plugin.serving.exploration import ExplorationConfig
 from rlops_plugin.serving.routing import RoutingConfig
 
@@ -175,7 +176,7 @@ def install(app: FastAPI, models: dict[str, Any], store: ExperienceStore | None,
         looked_up.known = known
         return looked_up
 
-    @app.post("/v1/feedback")
+    @app.post("/v1/feedback", **openapi.FEEDBACK_ROUTE)
     async def feedback(request: Request) -> Response:
         """Rewards, ratings, corrections and outcomes for decision ids (idempotent)."""
         if store is None:
@@ -192,7 +193,7 @@ def install(app: FastAPI, models: dict[str, Any], store: ExperienceStore | None,
                                   "results": results}, status_code=409)
         return json_response({"results": results})
 
-    @app.post("/v1/cloudevents")
+    @app.post("/v1/cloudevents", status_code=202, **openapi.CLOUDEVENTS_ROUTE)
     async def cloudevents(request: Request) -> Response:
         """KServe logger CloudEvents (request/response pairs) and ``rlops.feedback`` events."""
         if store is None:
@@ -207,13 +208,13 @@ def install(app: FastAPI, models: dict[str, Any], store: ExperienceStore | None,
             return bad(str(exc))
         return json_response(result, status_code=202)
 
-    @app.get("/rlops/v1/status")
+    @app.get("/rlops/v1/status", **openapi.STATUS_ROUTE)
     async def status() -> Response:
         """Models, policy versions, routing and store counts."""
         return json_response({"models": [m.status() for m in models.values()],
                                "store": store.stats() if store is not None else None})
 
-    @app.post("/rlops/v1/models/{name}/configure")
+    @app.post("/rlops/v1/models/{name}/configure", **openapi.CONFIGURE_ROUTE)
     async def configure(name: str, request: Request) -> Response:
         """Change champion, challenger, routing or exploration without a restart."""
         model = models.get(name)

@@ -50,3 +50,24 @@ def test_body_forms():
         parse_feedback_body([{"decision_id": DID, "value": 1}, {"decision_id": DID}])
     with pytest.raises(InvalidObservationError, match="empty list"):
         parse_feedback_body([])
+
+
+@pytest.mark.parametrize("item, message", [
+    ({"decision_id": "18ea8cdd277925ab615111a5447e-123456789012345678901234567890", "value": 1},
+     r"decision_id: .*index has 30 digits, at most 9"),
+    ({"decision_id": "18ea8cdd277925ab615111a5447e-\u00b2", "value": 1}, r"decision_id: .*not of the form"),
+    ({"decision_id": "18ea8cdd277925ab615111a5447e-\u0661\u0662", "value": 1}, r"decision_id: .*not of the form"),
+    ({"interaction_id": "18ea8cdd277925ab615111a5447e", "kind": "rating", "value": 1, "scale": "\u00b2-5"},
+     r"scale: 'thumbs' or an integer range"),
+    ({"decision_id": DID, "value": 10**400}, r"value: must be finite"),
+    ({"decision_id": DID, "value": 1, "timestamp": 10**400}, r"timestamp: unix seconds or an ISO-8601"),
+])
+def test_inputs_that_once_gave_a_500_are_errors_naming_the_field(item, message):
+    """Fuzzer finds (issue 20): each was an OverflowError or ValueError in the server; ints beyond the float
+    range arrive through CloudEvents, whose JSON parser keeps them."""
+    with pytest.raises(InvalidObservationError, match=message):
+        parse_feedback(item)
+
+
+def test_the_largest_decision_index_is_accepted():
+    assert parse_feedback({"decision_id": "18ea8cdd277925ab615111a5447e-999999999", "value": 1}).index == 999999999
