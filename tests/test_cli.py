@@ -102,6 +102,7 @@ def test_calibrate_fits_a_dataset_and_refuses_bad_ranges(tmp_path):
 @pytest.mark.integration
 def test_sigterm_to_rlops_mlflow_start_stops_the_mlflow_server(tmp_path):
     """SIGTERM (what kubectl, systemd and CI send) stops the MLflow child too: no orphaned server keeps the port."""
+    import contextlib
     import re
     import signal
     import socket
@@ -109,6 +110,7 @@ def test_sigterm_to_rlops_mlflow_start_stops_the_mlflow_server(tmp_path):
 
     proc = subprocess.Popen([*RLOPS, "mlflow", "start", "--root", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    pid = None
     try:
         line = proc.stdout.readline()
         match = re.search(r"MLflow server at http://127\.0\.0\.1:(\d+) \(pid (\d+)\)", line)
@@ -130,3 +132,6 @@ def test_sigterm_to_rlops_mlflow_start_stops_the_mlflow_server(tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+        if pid is not None:  # a server that outlived the test (the failure above) is stopped by its group
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
