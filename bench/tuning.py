@@ -24,45 +24,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, machine  # noqa: E402
 
 from rlops_plugin import EnvSpec, PolicyBundle  # noqa: E402
-from rlops_plugin.bundle.spaces import space_to_json  # noqa: E402
-from rlops_plugin.experience.dataset import Dataset  # noqa: E402
-from rlops_plugin.training.expert import cartpole_heuristic  # noqa: E402
+from rlops_plugin.training.expert import heuristic_transitions  # noqa: E402
 
 SPACE = {"trainer": "bc", "objective": {"metric": "eval/return_mean", "direction": "maximize"},
          "fixed": {"steps": 20},
          "parameters": {"lr": {"type": "float", "low": 1.0e-4, "high": 1.0, "log": True},
                         "batch_size": {"type": "int", "low": 8, "high": 512, "log": True}}}
-
-
-def heuristic_dataset(bundle: PolicyBundle, episodes: int = 8, max_steps: int = 200, seed: int = 0) -> Dataset:
-    """States a 30%-noisy CartPole heuristic visits, labelled with the heuristic's action, under ``bundle``'s hashes."""
-    env = bundle.env_spec.make()
-    rng = np.random.default_rng(seed)
-    states, nexts, dones = [], [], []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed * 1000 + episode)
-        for _ in range(max_steps):
-            action = int(cartpole_heuristic(obs)[0]) if rng.random() > 0.3 else int(rng.integers(2))
-            nxt, _, terminated, truncated, _ = env.step(action)
-            states.append(obs)
-            nexts.append(nxt)
-            dones.append(terminated)
-            obs = nxt
-            if terminated or truncated:
-                break
-    obs = np.asarray(states, np.float32)
-    hashes = bundle.hashes()
-    return Dataset("transitions", {"obs": obs, "action": cartpole_heuristic(obs), "reward": np.ones(len(obs)),
-                                   "propensity": np.ones(len(obs)), "next_obs": np.asarray(nexts, np.float32),
-                                   "done": np.asarray(dones, bool)},
-                   {"env_sha": hashes["env"], "reward_sha": hashes["reward"],
-                    "action_space": space_to_json(bundle.policy.action_space)})
 
 
 def trials_to(values: list[float | None], target: float) -> int:
@@ -92,7 +63,7 @@ def main() -> None:
         for sampler in ("tpe", "random"):  # artifacts in the temporary folder too, not ./mlruns
             mlflow.create_experiment(f"bench-tuning-{sampler}", artifact_location=(Path(tmp) / sampler).as_uri())
         init = PolicyBundle.create(EnvSpec(id="CartPole-v1"), config={"hidden_sizes": [32, 32]}, seed=1)
-        data_dir = str(heuristic_dataset(init).save(Path(tmp) / "dataset"))
+        data_dir = str(heuristic_transitions(init).save(Path(tmp) / "dataset"))
         runs: dict[str, list[dict]] = {"tpe": [], "random": []}
         started = time.perf_counter()
         for seed in range(args.seeds):

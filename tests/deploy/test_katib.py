@@ -19,8 +19,8 @@ from rlops_plugin.cli import main
 from rlops_plugin.deploy.katib import METRICS_FORMAT, KatibError, KatibExperiments, experiment, validate_experiment
 from rlops_plugin.deploy.validation import ManifestError
 from rlops_plugin.errors import ConfigError
+from rlops_plugin.training.expert import heuristic_transitions
 from tests.fixtures.recorder import FakeCustomObjects, Recorder, write_kubeconfig
-from tests.training.test_search_space import heuristic_dataset
 
 PATH = "/apis/kubeflow.org/v1beta1/namespaces/rlops/experiments"
 SPACE = {"trainer": "bc", "objective": {"metric": "eval/return_mean"},
@@ -195,7 +195,7 @@ def test_a_trial_command_runs_and_prints_the_objective(tracking, weak_bundle, mo
     """What a trial pod runs, here: Katib's substitution of the template, then its collector's parse of stdout."""
     with mlflow.start_run() as run:
         flavor.log_model(weak_bundle, name="policy", registered_model_name=model_name)
-        mlflow.log_artifacts(str(heuristic_dataset(weak_bundle, episodes=2).save(tmp_path / "ds")), "dataset")
+        mlflow.log_artifacts(str(heuristic_transitions(weak_bundle, episodes=2).save(tmp_path / "ds")), "dataset")
     obj = make(init_uri=f"models:/{model_name}/1", dataset_uri=f"runs:/{run.info.run_id}/dataset",
                tracking_uri=tracking, eval_episodes=2)
     values = {"lr": "0.003", "batch_size": "64", "reward_weighted": "false"}

@@ -15,7 +15,7 @@ from rlops_plugin.errors import ConfigError
 from rlops_plugin.flavor import registry
 from rlops_plugin.lifecycle import tune
 from rlops_plugin.lifecycle.tune import BEST_CONFIG, TAG_PARENT, TAG_STATE, TAG_TRIAL
-from tests.training.test_search_space import heuristic_dataset
+from rlops_plugin.training.expert import heuristic_transitions
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ SPACE = {"trainer": "bc", "objective": {"metric": "eval/return_mean", "direction
 
 @pytest.fixture
 def dataset_dir(tmp_path, weak_bundle):
-    return str(heuristic_dataset(weak_bundle).save(tmp_path / "ds"))
+    return str(heuristic_transitions(weak_bundle).save(tmp_path / "ds"))
 
 
 @pytest.fixture

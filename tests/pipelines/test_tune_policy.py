@@ -14,9 +14,9 @@ from kfp import compiler, dsl
 from components.train_policy.component import train_policy
 from components.tune_policy.component import tune_policy
 from rlops_plugin.pipelines import steps
+from rlops_plugin.training.expert import heuristic_transitions
 from tests.conftest import REPO_ROOT
 from tests.lifecycle.test_tune import SPACE, children
-from tests.training.test_search_space import heuristic_dataset
 
 
 def test_compiles_loads_and_chains_into_train_policy(tmp_path):
@@ -55,7 +55,7 @@ def test_the_component_tunes_and_its_best_config_trains(tracking, weak_bundle, m
         from rlops_plugin import flavor
 
         flavor.log_model(weak_bundle, name="policy", registered_model_name=model_name)
-    data_dir = heuristic_dataset(weak_bundle).save(tmp_path / "ds")
+    data_dir = heuristic_transitions(weak_bundle).save(tmp_path / "ds")
     dataset = dsl.Dataset(name="dataset", uri=str(data_dir))
     metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / "metrics"))
     experiment = f"tune-step-{model_name}"

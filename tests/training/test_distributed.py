@@ -29,15 +29,6 @@ RLOPS = [sys.executable, "-m", "rlops_plugin.cli"]
 
 
 @pytest.fixture
-def champion(tracking, model_name, cartpole_bundle):
-    """The CartPole bundle registered as version 1 @champion."""
-    with mlflow.start_run():
-        flavor.log_model(cartpole_bundle, name="policy", registered_model_name=model_name)
-    flavor.promote(model_name, 1)
-    return f"models:/{model_name}@champion"
-
-
-@pytest.fixture
 def cartpole_data(tmp_path, cartpole_bundle):
     """Transitions of 8 logged CartPole episodes, saved (a few hundred rows)."""
     with open_store(tmp_path / "s.db") as store:

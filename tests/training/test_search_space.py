@@ -4,42 +4,12 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from rlops_plugin import EnvSpec, PolicyBundle
-from rlops_plugin.bundle.spaces import space_to_json
 from rlops_plugin.errors import ConfigError, PluginError
-from rlops_plugin.experience.dataset import Dataset
-from rlops_plugin.training.expert import cartpole_heuristic
+from rlops_plugin.training.expert import heuristic_transitions
 from rlops_plugin.training.search_space import EVAL_METRICS, SearchSpace, logged_metrics
-
-
-def heuristic_dataset(bundle: PolicyBundle, episodes: int = 8, max_steps: int = 200, seed: int = 0) -> Dataset:
-    """CartPole transitions labelled with the heuristic's actions on states a 30%-noisy heuristic visits, built
-    under ``bundle``'s env and reward hashes (so training from ``bundle`` accepts it)."""
-    env = bundle.env_spec.make()
-    rng = np.random.default_rng(seed)
-    states, nexts, dones = [], [], []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed * 1000 + episode)
-        for _ in range(max_steps):
-            action = int(cartpole_heuristic(obs)[0]) if rng.random() > 0.3 else int(rng.integers(2))
-            nxt, _, terminated, truncated, _ = env.step(action)
-            states.append(obs)
-            nexts.append(nxt)
-            dones.append(terminated)
-            obs = nxt
-            if terminated or truncated:
-                break
-    env.close()
-    obs = np.asarray(states, np.float32)
-    hashes = bundle.hashes()
-    return Dataset("transitions", {"obs": obs, "action": cartpole_heuristic(obs), "reward": np.ones(len(obs)),
-                                   "propensity": np.ones(len(obs)), "next_obs": np.asarray(nexts, np.float32),
-                                   "done": np.asarray(dones, bool)},
-                   {"env_sha": hashes["env"], "reward_sha": hashes["reward"],
-                    "action_space": space_to_json(bundle.policy.action_space)})
 
 
 def space(**overrides):
@@ -141,7 +111,7 @@ def test_declared_trainer_metrics_are_what_a_real_run_reports(name, config):
     bundle = PolicyBundle.create(EnvSpec(id="CartPole-v1"), config={"hidden_sizes": [16]}, seed=0)
     cls = plugins.trainers().get(name).value
     reported: set[str] = set()
-    cls().train(bundle, heuristic_dataset(bundle, episodes=2), make_config(cls.Config, config),
+    cls().train(bundle, heuristic_transitions(bundle, episodes=2), make_config(cls.Config, config),
                 lambda step, total, metrics: reported.update(metrics))
     assert reported == set(cls.logged_metrics) == set(logged_metrics(cls))
 

@@ -23,14 +23,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def champion(tracking, model_name, cartpole_bundle):
-    with mlflow.start_run():
-        flavor.log_model(cartpole_bundle, name="policy", registered_model_name=model_name)
-    flavor.promote(model_name, 1)
-    return f"models:/{model_name}@champion"
-
-
-@pytest.fixture
 def dataset_dir(tmp_path, cartpole_bundle):
     with open_store(tmp_path / "s.db") as store:
         log_episodes(store, cartpole_bundle, episodes=6)
