@@ -173,7 +173,8 @@ def rank_zero(bundle, experiment, register_as=None):
         client = mlflow.MlflowClient()
         experiment_id = client.get_experiment_by_name(experiment).experiment_id  # the dataset upload created it
         run = client.create_run(experiment_id, tags={JOB_TAG: env["RLOPS_TRAINJOB_NAME"]})
-        with mlflow.start_run(run_id=run.info.run_id):
+        mlflow.set_experiment(experiment_id=experiment_id)  # as the pod's own process would be: an earlier test's
+        with mlflow.start_run(run_id=run.info.run_id):      # set_experiment must not refuse the resumed run
             mlflow.log_metric("eval/return_mean", 42.0)
             flavor.log_model(bundle, name="policy", registered_model_name=register_as)
         obj["status"] = conditions(("Complete", "JobsCompleted", "TrainJob is completed"))
