@@ -164,8 +164,12 @@ def check_agent_ope(ctx: Any, reward: str | Callable[[Mapping[str, Any]], float 
                     sampling: Mapping[str, float] | None = None) -> CheckResult:
     """Gate check (contract of ``check_ope``): the candidate agent's estimate from the champion's logs is not worse.
 
-    Passes when the interval's lower bound is not below the logged value minus ``ope_margin`` of it; an
-    effective sample size below ``ope_min_ess``, poor coverage or any other refusal fails with the reason.
+    Passes when the paired lower bound (the logged value plus the lower end of the candidate-minus-logged
+    difference, both from the same bootstrap resamples over interactions) is not below the logged value minus
+    ``ope_margin`` of it. Paired, because the answers of one request are correlated: the unpaired interval of
+    the estimate alone carries that between-request variance, which both policies share, and made even the
+    champion fail against its own log when few requests were logged. An effective sample size below
+    ``ope_min_ess``, poor coverage or any other refusal fails with the reason.
     The candidate is scored under each answer's logged sampling settings unless ``sampling`` says otherwise.
     """
     from rlops_plugin.evaluation.gate import CheckResult
@@ -186,10 +190,12 @@ def check_agent_ope(ctx: Any, reward: str | Callable[[Mapping[str, Any]], float 
         metrics = _metrics(exc.estimate) if exc.estimate is not None else {}
         return CheckResult("ope", False, f"refused: {exc}", metrics)
     floor = est.logged_value - p.ope_margin * abs(est.logged_value)
-    passed = est.ci_low >= floor
+    lower = est.logged_value + float(est.details["difference_ci_low"])
+    passed = lower >= floor
     verdict = ">=" if passed else "<"
-    return CheckResult("ope", passed, f"snips estimate {est.value:.3f} [{est.ci_low:.3f}, {est.ci_high:.3f}] lower "
-                                      f"bound {verdict} {floor:.3f} (logged policy {est.logged_value:.3f} minus "
+    return CheckResult("ope", passed, f"snips estimate {est.value:.3f} [{est.ci_low:.3f}, {est.ci_high:.3f}], paired "
+                                      f"lower bound {lower:.3f} {verdict} {floor:.3f} (logged policy "
+                                      f"{est.logged_value:.3f} minus "
                                       f"margin; {est.n} answers, effective sample size {est.ess:.0f}; excluded "
                                       f"{_excluded_text(est.counts)})", _metrics(est))
 
@@ -422,6 +428,7 @@ def _snips(table: pd.DataFrame, counts: dict[str, int], reward_range: tuple[floa
 def _metrics(est: AgentOPEEstimate) -> dict[str, float]:
     return {"value": est.value, "ci_low": est.ci_low, "ci_high": est.ci_high, "ess": est.ess,
             "behaviour_value": est.logged_value, "n": float(est.n),
+            "difference_ci_low": float(est.details.get("difference_ci_low", float("nan"))),
             "excluded_greedy": float(est.counts.get("greedy", 0)),
             "excluded_no_logprob": float(est.counts.get("no_logprob", 0)),
             "excluded_not_retokenized": float(est.counts.get("not_retokenized", 0))}
