@@ -306,10 +306,15 @@ def render(documents: list[dict[str, Any]]) -> str:
 
 def write_manifests(out_dir: str | Path, namespace: str = "rlops", image: str = DEFAULT_IMAGE) -> list[Path]:
     """Write the example manifests; return the files written."""
+    return write_documents(out_dir, example_manifests(namespace, image))
+
+
+def write_documents(out_dir: str | Path, files: dict[str, list[dict[str, Any]]]) -> list[Path]:
+    """Write ``{file name: documents}`` as generated YAML streams under ``out_dir``; return the files written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for filename, docs in example_manifests(namespace, image).items():
+    for filename, docs in files.items():
         path = out / filename
         path.write_text(render(docs))
         written.append(path)

@@ -27,7 +27,6 @@ from typing import Any
 
 from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
 
-from rlops_plugin.bundle.bundle import DEFAULT_KIND
 from rlops_plugin.bundle.strict import check_keys
 from rlops_plugin.deploy.kserve import KServeDeployments, as_bool
 from rlops_plugin.deploy.local import challenger_defaults
@@ -46,21 +45,12 @@ def policy_kind(model_uri: str) -> str:
     The kind picks the InferenceService's runtime; a wrong guess would start a server that cannot load
     the model, so a model this process cannot read is an error naming the ``kind`` option, not a default.
     """
-    from mlflow.exceptions import MlflowException
-    from mlflow.models import Model
+    from rlops_plugin.flavor.model import remote_policy_kind
 
-    from rlops_plugin.flavor.model import FLAVOR_NAME, FlavorKey
-    from rlops_plugin.flavor.refs import resolve_model_uri
-
-    hint = "; pass -C kind=vector or -C kind=agent to deploy it anyway"
     try:
-        mlmodel = Model.load(resolve_model_uri(model_uri).download_uri)
-    except (RLOpsError, MlflowException, OSError) as exc:
-        raise ConfigError(f"{model_uri}: cannot read its MLmodel to choose the runtime ({exc}){hint}") from exc
-    conf = mlmodel.flavors.get(FLAVOR_NAME)
-    if not isinstance(conf, dict):
-        raise ConfigError(f"{model_uri}: not an rlops model (no {FLAVOR_NAME!r} flavor in MLmodel){hint}")
-    return str(conf.get(FlavorKey.KIND, DEFAULT_KIND))  # vector bundles record obs_dim, not a kind
+        return remote_policy_kind(model_uri)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; pass -C kind=vector or -C kind=agent to deploy it anyway") from exc
 
 
 def _split(config: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:

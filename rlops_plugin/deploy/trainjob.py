@@ -29,7 +29,7 @@ from typing import Any
 
 from rlops_plugin.deploy.kserve import api_client
 from rlops_plugin.deploy.local import DeploymentError
-from rlops_plugin.deploy.manifests import DEFAULT_IMAGE, render
+from rlops_plugin.deploy.manifests import DEFAULT_IMAGE, write_documents
 from rlops_plugin.errors import ConfigError
 
 TRAINER_GROUP, TRAINER_VERSION, TRAINJOB_PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
@@ -337,11 +337,4 @@ def example_trainer_manifests(namespace: str = "rlops", image: str = DEFAULT_IMA
 
 def write_trainer_manifests(out_dir: str | Path, namespace: str = "rlops", image: str = DEFAULT_IMAGE) -> list[Path]:
     """Write the TrainJob template (generated, like ``manifests/kserve``); return the files written."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for filename, docs in example_trainer_manifests(namespace, image).items():
-        path = out / filename
-        path.write_text(render(docs))
-        written.append(path)
-    return written
+    return write_documents(out_dir, example_trainer_manifests(namespace, image))

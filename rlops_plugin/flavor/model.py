@@ -253,6 +253,25 @@ def load_model_with_source(model_uri: str, dst_path: str | None = None) -> Loade
     return LoadedModel(bundle, model_uri, resolved.name, resolved.version, resolved.alias)
 
 
+def remote_policy_kind(model_uri: str) -> str:
+    """The policy kind of the rlops model at ``model_uri`` from its MLmodel alone (the bundle stays remote).
+
+    A model this process cannot read, or one without the rlops flavor, is a ``ConfigError``: callers that
+    pick something by kind (a serving runtime, a trainer) must not guess.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    try:
+        mlmodel = Model.load(resolve_model_uri(model_uri).download_uri)
+    except (RLOpsError, MlflowException, OSError) as exc:
+        raise ConfigError(f"{model_uri}: cannot read its MLmodel ({exc})") from exc
+    conf = mlmodel.flavors.get(FLAVOR_NAME)
+    if not isinstance(conf, dict):
+        raise ConfigError(f"{model_uri}: not an rlops model (no {FLAVOR_NAME!r} flavor in MLmodel)")
+    return str(conf.get(FlavorKey.KIND, DEFAULT_KIND))  # vector bundles record obs_dim, not a kind
+
+
 def read_flavor_config(model_dir: str | Path) -> dict[str, Any]:
     """Check MLmodel for everything rlops refuses, and return the ``rlops`` flavor section."""
     root = Path(model_dir)

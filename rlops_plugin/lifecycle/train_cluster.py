@@ -39,23 +39,13 @@ REMOTE_SCHEMES = ("runs:/", "mlflow-artifacts:/", "models:/", "s3://", "gs://", 
 
 def init_kind(init_uri: str) -> Any:
     """The registered ``PolicyKind`` of the rlops model at ``init_uri``, read from its MLmodel alone."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.models import Model
-
-    from rlops_plugin.bundle.bundle import DEFAULT_KIND
-    from rlops_plugin.errors import RLOpsError
-    from rlops_plugin.flavor.model import FLAVOR_NAME, FlavorKey
-    from rlops_plugin.flavor.refs import resolve_model_uri
+    from rlops_plugin.flavor.model import remote_policy_kind
     from rlops_plugin.kinds.base import get_kind
 
     try:
-        mlmodel = Model.load(resolve_model_uri(init_uri).download_uri)
-    except (RLOpsError, MlflowException, OSError) as exc:
-        raise ConfigError(f"init {init_uri}: cannot read its MLmodel ({exc})") from exc
-    conf = mlmodel.flavors.get(FLAVOR_NAME)
-    if not isinstance(conf, dict):
-        raise ConfigError(f"init {init_uri}: not an rlops model (no {FLAVOR_NAME!r} flavor in MLmodel)")
-    return get_kind(str(conf.get(FlavorKey.KIND, DEFAULT_KIND)))
+        return get_kind(remote_policy_kind(init_uri))
+    except ConfigError as exc:
+        raise ConfigError(f"init {exc}") from exc
 
 
 def upload_dataset(path: str | Path, job: str, experiment: str) -> str:
