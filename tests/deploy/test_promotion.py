@@ -176,6 +176,7 @@ def test_mlflow_down_during_promotion_leaves_aliases_old_or_new(tmp_path, cartpo
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     mlflow.set_tracking_uri(url)
     mlflow.set_registry_uri(url)
+    mlflow.set_experiment("Default")  # this server's own: an experiment an earlier test made active is not here
     try:
         for _ in range(2):
             with mlflow.start_run():
